@@ -213,3 +213,22 @@ def _run_hf(model, ids: torch.Tensor):
         final_norm=hidden[-1], logits=logits, info=info,
     )
     return logits, trace
+
+
+@torch.no_grad()
+def next_token_logits(model: nn.Module, ids) -> torch.Tensor:
+    """Logits (vocab,) of the token after ``ids``: only the last position is projected."""
+    ids = _as_ids(model, ids)
+    if is_gpt_core(model):
+        return model(ids, last_only=True)[0, -1]
+    return model(ids, use_cache=False).logits[0, -1]
+
+
+def top_next_tokens(logits: torch.Tensor, k: int = 10) -> list[dict]:
+    """Seed 003's table: the k most likely next tokens with probability and logit."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    top = torch.topk(probs, min(k, probs.numel()))
+    return [
+        {"rank": r + 1, "id": int(i), "prob": float(p), "logit": float(logits[i])}
+        for r, (p, i) in enumerate(zip(top.values, top.indices))
+    ]
