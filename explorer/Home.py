@@ -1,0 +1,35 @@
+"""Entry point: `streamlit run explorer/Home.py`.
+
+Page config, the shared sidebar, and navigation over ../pages/*.py.
+"""
+from pathlib import Path
+
+import streamlit as st
+
+st.set_page_config(page_title="LLM Explorer", page_icon="🔎", layout="wide")
+
+from explorer.i18n import t  # noqa: E402  (after set_page_config)
+from explorer.sidebar import render_sidebar  # noqa: E402
+
+PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
+ICONS = {"0": "🏠", "1": "🔤", "2": "🧭", "3": "👀", "4": "🔍", "5": "🏗️", "6": "🎲",
+         "7": "🌳", "8": "🧱", "9": "🏋️", "10": "🎯"}
+
+
+def _order(path: Path) -> int:
+    head = path.stem.split("_", 1)[0]
+    return int(head) if head.isdigit() else 999
+
+
+def build_pages() -> list:
+    files = sorted(PAGES_DIR.glob("*.py"), key=_order)
+    return [
+        st.Page(f"../pages/{f.name}", title=t(f"nav.{f.stem}"),
+                icon=ICONS.get(f.stem.split("_", 1)[0], "📄"), default=(i == 0))
+        for i, f in enumerate(files)
+    ]
+
+
+navigation = st.navigation(build_pages())
+render_sidebar()
+navigation.run()

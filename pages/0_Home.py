@@ -1,0 +1,35 @@
+"""Home: the model card and a quick look (coloured tokens + top-10 next tokens)."""
+import streamlit as st
+
+from explorer.figures import prob_bars
+from explorer.home import model_card_rows, quick_look
+from explorer.i18n import t
+from explorer.models import current_model
+from explorer.textinput import check_text, show_messages
+from explorer.tokens_view import chips_html
+
+lm = current_model()
+st.title(t("app.title"))
+st.caption(t("app.tagline"))
+
+st.subheader(t("home.card"))
+st.caption(lm.source.label)
+cols = st.columns(4)
+for i, (label, value) in enumerate(model_card_rows(lm)):
+    cols[i % 4].metric(label, value)
+
+st.subheader(t("home.quick_look"))
+raw = st.text_area(t("home.prompt"), value=st.session_state.get("home.text", t("home.default_text")),
+                   key="_w.home.text", height=90)
+st.session_state["home.text"] = raw
+checked = check_text(raw)
+show_messages(st, checked)
+if checked.ok:
+    look = quick_look(lm, checked.text)
+    if look.notice:
+        st.warning(look.notice)
+    st.html(chips_html(look.pieces, look.text))
+    st.caption(t("home.n_tokens", n=len(look.pieces)))
+    left, right = st.columns([3, 2])
+    left.plotly_chart(prob_bars(look.labels, look.probs, t("home.next_title")), width="stretch")
+    right.dataframe(look.table, hide_index=True, width="stretch")

@@ -1,0 +1,76 @@
+"""AppTest of the entry script and the Home page, including hostile input."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+HOME = "../explorer/Home.py"
+
+
+@pytest.fixture()
+def app():
+    at = AppTest.from_file(HOME, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at):
+    return " ".join(e.value if isinstance(e.value, str) else str(e.value)
+                    for kind in ("info", "warning", "error") for e in at.get(kind))
+
+
+def test_home_shows_model_card_and_top10(app):
+    labels = [m.label for m in app.metric]
+    assert "Paramètres" in labels and "Couches" in labels
+    assert dict((m.label, m.value) for m in app.metric)["Couches"] == "30"  # SmolLM2-135M
+    charts = app.get("plotly_chart")
+    assert charts, "the top-10 chart is missing"
+    import json
+
+    fig = json.loads(charts[0].proto.spec)
+    assert len(fig["data"][0]["x"]) == 10
+    assert abs(sum(fig["data"][0]["x"]) - 1) < 1  # probabilities
+    assert len(app.dataframe[0].value) == 10
+
+
+def test_language_switch_to_english(app):
+    app.sidebar.radio[0].set_value("en").run()
+    assert not app.exception
+    assert "Parameters" in [m.label for m in app.metric]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", "Écrivez du texte"),
+    ("   \n\t ", "que des espaces"),
+    ("a" * 20_000, "tronqué aux 5,000 premiers caractères"),
+    ("bonjour\x00\x07 le\x1b monde", "caractère(s) de contrôle"),
+])
+def test_hostile_text_gives_a_message(app, text, expected):
+    app.text_area[0].input(text).run()
+    assert not app.exception, app.exception
+    assert expected in texts(app)
+
+
+@pytest.mark.parametrize("text", ["👩‍👩‍👧‍👦 famille 🇫🇷", "مرحبا بالعالم שלום עולם", "é" * 3000])
+def test_unusual_text_renders(app, text):
+    app.text_area[0].input(text).run()
+    assert not app.exception, app.exception
+    assert app.get("plotly_chart")
+
+
+def test_more_tokens_than_context_truncates_with_notice(monkeypatch):
+    # a tiny model has a 128-token window: a long text must be cut, with a notice
+    at = AppTest.from_file(HOME, default_timeout=120)
+    at.session_state["app.model"] = "tiny-random"
+    at.run()
+    at.text_area[0].input("mot " * 400).run()
+    assert not at.exception, at.exception
+    assert "dépassent la fenêtre de contexte de 128" in texts(at)
+
+
+def test_check_text_replaces_lone_surrogates():
+    # a browser cannot send these, but an upload decoded with surrogateescape can
+    from explorer.textinput import check_text
+
+    checked = check_text("x\ud800y")
+    assert checked.text == "x\ufffdy"
+    assert any("surrogates" in m or "substituts" in m for _, m in checked.messages)
