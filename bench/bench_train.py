@@ -1,0 +1,160 @@
+"""Training throughput: our GPT vs Hugging Face GPT2LMHeadModel, measured in one run.
+
+    python bench/bench_train.py                                  # CPU, small config
+    python bench/bench_train.py --device cuda --dtype bf16       # GPT-2 124M on a GPU
+    python bench/bench_train.py --device cuda --dtype bf16 --alpaca ../shared/data/instruction-data.json
+
+Both models start from the same random weights (ours converted from HF's), see
+the same batches of real GPT-2 tokens (the bundled French corpus) and are
+trained by the same loop, :func:`gpt_core.train.train` (AdamW, fused on CUDA;
+gradient clipping; bf16 autocast with ``--dtype bf16``). Ours runs its SDPA
+attention path, HF runs ``attn_implementation="sdpa"``. Rounds alternate
+ours / HF; the first step of each round is a warm-up and is not counted.
+
+One JSON line: ``{"bench": "train_<device>", "ours_tok_s", "hf_tok_s", "ratio", "target": ">= 1.0"}``.
+
+``--alpaca PATH`` also times seed 001's workload end to end with our GPT:
+gpt2-medium-sized random weights, the Alpaca examples of PATH split 85/10/5,
+batch 8 padded to the longest row, 2 epochs, a 5-batch validation every 5
+steps (as in the book), and prints ``{"bench": "alpaca_2epochs", "minutes", ...}``
+(the book reports 0.86 min on an A100 with pretrained weights).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpt_core import data  # noqa: E402
+from gpt_core.config import GPTConfig  # noqa: E402
+from gpt_core.model import GPT  # noqa: E402
+from gpt_core.train import TrainConfig, steps_for_epochs, train  # noqa: E402
+
+CPU_CFG = GPTConfig(d_model=256, n_layers=4, n_heads=4, context_length=128)
+GPU_CFG = GPTConfig.preset("gpt2")
+
+
+def hf_model(cfg: GPTConfig):
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    hf_cfg = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.d_model,
+                        n_layer=cfg.n_layers, n_head=cfg.n_heads, resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, layer_norm_epsilon=cfg.ln_eps)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(hf_cfg, attn_implementation="sdpa")
+
+
+def token_batches(tok, batch: int, context: int, n: int, device: torch.device) -> list[tuple]:
+    """``n`` (inputs, targets) batches of real GPT-2 tokens from the bundled corpora."""
+    text = data.load_bundled("corpus_fr.txt") + "\n\n" + data.load_bundled("corpus_en.txt")
+    ids = tok.encode(text)
+    windows = data.sliding_windows(ids, context, context // 2)
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        rows = torch.randint(0, windows.n_samples, (batch,), generator=g)
+        out.append((windows.inputs[rows].to(device), windows.targets[rows].to(device)))
+    return out
+
+
+def timed_round(model, batches, cfg: TrainConfig) -> tuple[int, float]:
+    """(tokens, seconds) of one short run through our loop, the first step excluded."""
+    first = last = None
+    for event in train(model, batches, None, cfg):
+        if event["type"] == "step":
+            if first is None:
+                first = event
+            last = event
+        elif event["type"] != "done":
+            raise RuntimeError(event.get("message", str(event)))
+    return last["tokens_seen"] - first["tokens_seen"], last["elapsed"] - first["elapsed"]
+
+
+def bench_throughput(args, tok) -> dict:
+    device = torch.device(args.device)
+    cfg = GPU_CFG if device.type == "cuda" else CPU_CFG
+    batch = args.batch or 8
+    hf = hf_model(cfg).to(device).train()
+    ours = GPT.from_hf(hf).to(device).train()
+    batches = token_batches(tok, batch, cfg.context_length, args.steps, device)
+    tcfg = TrainConfig(lr=1e-4, steps=args.steps, eval_every=0, eval_at_start=False, device=args.device,
+                       precision=args.dtype, max_grad_norm=1.0)
+    totals = {"ours": [0, 0.0], "hf": [0, 0.0]}
+    for _ in range(args.rounds):
+        for name, model in (("ours", ours), ("hf", hf)):
+            tokens, seconds = timed_round(model, batches, tcfg)
+            totals[name][0] += tokens
+            totals[name][1] += seconds
+    ours_tok_s = totals["ours"][0] / totals["ours"][1]
+    hf_tok_s = totals["hf"][0] / totals["hf"][1]
+    return {"bench": f"train_{device.type}", "ours_tok_s": round(ours_tok_s, 1), "hf_tok_s": round(hf_tok_s, 1),
+            "ratio": round(ours_tok_s / hf_tok_s, 3), "target": ">= 1.0",
+            "config": {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+                       "context": cfg.context_length, "batch": batch, "vocab": cfg.vocab_size},
+            "dtype": args.dtype, "steps_per_round": args.steps, "rounds": args.rounds,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def bench_alpaca(args, tok) -> dict:
+    records = json.loads(Path(args.alpaca).read_text(encoding="utf-8"))
+    train_rec, val_rec, _test = data.split_records(records, (0.85, 0.10, 0.05), seed=123)
+    train_ds = data.InstructionDataset(train_rec, tok)
+    val_ds = data.InstructionDataset(val_rec, tok)
+    train_loader = data.make_instruction_loader(train_ds, tok, batch_size=8, shuffle=True, drop_last=True,
+                                                max_length=1024)
+    val_loader = data.make_instruction_loader(val_ds, tok, batch_size=8, shuffle=False, max_length=1024)
+    steps = steps_for_epochs(len(train_loader), 2)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("gpt2-medium"))
+    cfg = TrainConfig(lr=5e-5, weight_decay=0.1, steps=steps, eval_every=5, eval_batches=5, eval_at_start=False,
+                      device=args.device, precision=args.dtype, schedule="constant")
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    final = None
+    for event in train(model, train_loader, val_loader, cfg, task="instruct"):
+        final = event
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    minutes = (time.perf_counter() - start) / 60
+    return {"bench": "alpaca_2epochs", "minutes": round(minutes, 3), "book_a100_minutes": 0.86,
+            "steps": steps, "examples": len(train_rec), "status": final["type"],
+            "final_val_loss": round(final["history"]["val_loss"][-1], 3) if final["history"]["val_loss"] else None,
+            "device": args.device, "dtype": args.dtype,
+            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.machine()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default=None, choices=["fp32", "bf16"])
+    parser.add_argument("--steps", type=int, default=None, help="steps per round (first one not counted)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--alpaca", default=None, help="instruction-data.json: also time seed 001's run")
+    parser.add_argument("--no-throughput", action="store_true", help="only the --alpaca run")
+    args = parser.parse_args(argv)
+    args.dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
+    args.steps = args.steps or (20 if args.device == "cuda" else 4)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    from gpt_core.tokenizers import load_tokenizer
+
+    tok = load_tokenizer("gpt2")
+    if not args.no_throughput:
+        print(json.dumps(bench_throughput(args, tok)), flush=True)
+    if args.alpaca:
+        print(json.dumps(bench_alpaca(args, tok)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""Background jobs (training runs) for the app, in plain threads.
+
+Streamlit reruns the page script on every click, which would kill a training
+loop running inside it. So a job runs in a worker thread that never touches
+``st``: it consumes the job's event generator and records each event into a
+:class:`JobSnapshot`. A ``@st.fragment(run_every=...)`` on the page calls
+:meth:`JobManager.snapshot` (a copy, safe to read) to draw progress and the
+live loss, and a page reload re-attaches with :meth:`JobManager.latest_job`.
+
+Cancelling sets the job's ``threading.Event``; a job that checks it ends
+with its own "cancelled" event, and one that does not is closed by the worker
+at most ``CANCEL_GRACE_S`` after its next event. Exceptions become status
+"failed" with a readable message.
+
+One job runs at a time per server (a classroom shares one machine); later
+submissions wait in a visible FIFO queue. This module never imports
+streamlit, so it is tested like any other code.
+
+    manager = get_manager()
+    job_id = manager.submit("pretrain", lambda cancel: train(..., cancel=cancel),
+                            {"steps": 200}, owner="session-abc")
+    manager.snapshot(job_id).progress
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+__all__ = ["JobSnapshot", "JobManager", "get_manager", "STATUSES", "FINISHED"]
+
+STATUSES = ("queued", "running", "done", "cancelled", "failed", "diverged")
+FINISHED = frozenset({"done", "cancelled", "failed", "diverged"})
+MAX_SAMPLES = 5  # latest generated samples kept per job
+MAX_FINISHED = 50  # finished jobs remembered per manager
+CANCEL_GRACE_S = 0.5  # after a cancel, events a job may still send before it is closed
+
+JobFn = Callable[[threading.Event], Iterator[dict]]
+
+
+@dataclass
+class JobSnapshot:
+    """Everything a page needs to draw a job; :meth:`JobManager.snapshot` returns copies."""
+
+    job_id: str
+    kind: str
+    owner: str | None = None
+    params: dict = field(default_factory=dict)
+    status: str = "queued"
+    progress: float = 0.0                       # 0..1
+    step: int = 0
+    total_steps: int | None = None
+    train_steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    tokens_seen: int = 0
+    val_steps: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)  # latest {"step", "text"}
+    message: str = ""
+    result: dict = field(default_factory=dict)  # checkpoint path, final history, ...
+    error_detail: str | None = None             # traceback of a failure (for developers)
+    submitted_at: float = 0.0                   # time.time() stamps
+    started_at: float | None = None
+    finished_at: float | None = None
+    elapsed: float = 0.0                        # seconds reported by the job
+    queue_position: int | None = None           # 1 = next to run; None when not queued
+    n_events: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+
+class _Job:
+    def __init__(self, snapshot: JobSnapshot, fn: JobFn):
+        self.snap = snapshot
+        self.fn = fn
+        self.cancel = threading.Event()
+
+
+def _readable(exc: BaseException) -> str:
+    """The message a user sees for an exception raised inside a job."""
+    from gpt_core.errors import GPTCoreError
+
+    if isinstance(exc, GPTCoreError) and str(exc):
+        return str(exc)
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return "La mémoire est insuffisante pour ce travail : réduisez la taille de batch, le contexte ou le modèle."
+    detail = str(exc) or "aucun détail"
+    return f"Le travail a échoué ({type(exc).__name__} : {detail})."
+
+
+class JobManager:
+    """Thread-safe registry and FIFO runner of jobs: one job runs at a time."""
+
+    def __init__(self, max_finished: int = MAX_FINISHED):
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._jobs: dict[str, _Job] = {}
+        self._order: list[str] = []  # submission order
+        self._queue: deque[str] = deque()
+        self._running: str | None = None
+        self._worker: threading.Thread | None = None
+        self._max_finished = max_finished
+
+    # --------------------------------------------------------------- submit
+    def submit(self, kind: str, fn: JobFn, params: dict | None = None, owner: str | None = None) -> str:
+        """Queue ``fn(cancel_event)`` (a generator of event dicts) and return the job id."""
+        if not callable(fn):
+            raise TypeError("fn must be callable: fn(cancel_event) -> iterator of event dicts")
+        params = dict(params or {})
+        total = params.get("steps", params.get("total_steps"))
+        snap = JobSnapshot(job_id=uuid.uuid4().hex[:12], kind=str(kind), owner=owner, params=params,
+                           total_steps=total if isinstance(total, int) and total > 0 else None,
+                           submitted_at=time.time())
+        job = _Job(snap, fn)
+        with self._lock:
+            self._jobs[snap.job_id] = job
+            self._order.append(snap.job_id)
+            self._queue.append(snap.job_id)
+            self._renumber()
+            self._forget_old()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="llm-explorer-jobs", daemon=True)
+                self._worker.start()
+            self._changed.notify_all()
+        return snap.job_id
+
+    # ----------------------------------------------------------------- read
+    def snapshot(self, job_id: str) -> JobSnapshot | None:
+        """A deep copy of the job's state (None for an unknown id)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return copy.deepcopy(job.snap) if job is not None else None
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to run, 2 after it, ...; None when the job is not waiting."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return job.snap.queue_position if job is not None else None
+
+    def jobs(self, kind: str | None = None, owner: str | None = None) -> list[JobSnapshot]:
+        """Copies of the known jobs, newest first, optionally filtered."""
+        with self._lock:
+            found = [self._jobs[j].snap for j in reversed(self._order)
+                     if (kind is None or self._jobs[j].snap.kind == kind)
+                     and (owner is None or self._jobs[j].snap.owner == owner)]
+            return copy.deepcopy(found)
+
+    def latest_job(self, owner: str | None = None, kind: str | None = None,
+                   active_only: bool = False) -> JobSnapshot | None:
+        """The most recent job of this owner and/or kind (to re-attach after a reload)."""
+        with self._lock:
+            for job_id in reversed(self._order):
+                snap = self._jobs[job_id].snap
+                if kind is not None and snap.kind != kind:
+                    continue
+                if owner is not None and snap.owner != owner:
+                    continue
+                if active_only and not snap.active:
+                    continue
+                return copy.deepcopy(snap)
+        return None
+
+    def running_job(self) -> JobSnapshot | None:
+        with self._lock:
+            return copy.deepcopy(self._jobs[self._running].snap) if self._running else None
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobSnapshot | None:
+        """Block until the job has finished (or ``timeout`` s passed); returns its snapshot."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                job = self._jobs.get(job_id)
+                if job is None or job.snap.finished:
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._changed.wait(left)
+            return copy.deepcopy(job.snap) if job is not None else None
+
+    # --------------------------------------------------------------- cancel
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a queued job at once, or ask a running one to stop; False if already finished."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.snap.finished:
+                return False
+            job.cancel.set()
+            if job.snap.status == "queued":
+                try:
+                    self._queue.remove(job_id)
+                except ValueError:
+                    pass
+                self._finish(job, "cancelled", "Travail annulé avant son démarrage.")
+                self._renumber()
+            else:
+                job.snap.message = "Annulation demandée…"
+            self._changed.notify_all()
+            return True
+
+    # ------------------------------------------------------------- internals
+    def _renumber(self) -> None:
+        for position, job_id in enumerate(self._queue, start=1):
+            self._jobs[job_id].snap.queue_position = position
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._order if self._jobs[j].snap.finished]
+        for job_id in finished[: max(len(finished) - self._max_finished, 0)]:
+            self._order.remove(job_id)
+            del self._jobs[job_id]
+
+    def _finish(self, job: _Job, status: str, message: str | None = None) -> None:
+        snap = job.snap
+        snap.status = status
+        if message is not None:
+            snap.message = message
+        snap.finished_at = time.time()
+        snap.queue_position = None
+        if status == "done":
+            snap.progress = 1.0
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._worker = None
+                    self._running = None
+                    self._changed.notify_all()
+                    return
+                job_id = self._queue.popleft()
+                job = self._jobs[job_id]
+                self._running = job_id
+                job.snap.status = "running"
+                job.snap.started_at = time.time()
+                job.snap.queue_position = None
+                self._renumber()
+                self._changed.notify_all()
+            self._run(job)
+            with self._lock:
+                self._running = None
+                self._changed.notify_all()
+
+    def _run(self, job: _Job) -> None:
+        terminal = None
+        iterator = None
+        try:
+            iterator = iter(job.fn(job.cancel))
+            cancel_seen = None
+            for event in iterator:
+                terminal = self._record(job, event) or terminal
+                if terminal:
+                    break
+                if job.cancel.is_set():
+                    # let the job end itself (with its history) but never for long
+                    cancel_seen = cancel_seen or time.monotonic()
+                    if time.monotonic() - cancel_seen > CANCEL_GRACE_S:
+                        break
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the UI
+            with self._lock:
+                job.snap.error_detail = traceback.format_exc()
+                self._finish(job, "failed", _readable(exc))
+                self._changed.notify_all()
+            return
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+        with self._lock:
+            if terminal is not None:
+                status = terminal
+            elif job.cancel.is_set():
+                status = "cancelled"
+            else:
+                status = "done"
+            message = job.snap.message
+            if status == "cancelled" and (not message or message == "Annulation demandée…"):
+                message = f"Travail annulé à l'étape {job.snap.step}."
+            elif status == "done" and not message:
+                message = "Travail terminé."
+            self._finish(job, status, message)
+            self._changed.notify_all()
+
+    def _record(self, job: _Job, event: dict) -> str | None:
+        """Fold one event into the snapshot; returns the terminal status it carries, if any."""
+        if not isinstance(event, dict):
+            return None
+        kind = event.get("type")
+        with self._lock:
+            snap = job.snap
+            snap.n_events += 1
+            if isinstance(event.get("elapsed"), (int, float)):
+                snap.elapsed = float(event["elapsed"])
+            if isinstance(event.get("step"), int):
+                snap.step = max(snap.step, event["step"])
+            if kind == "step":
+                snap.train_steps.append(event["step"])
+                snap.train_loss.append(float(event["train_loss"]))
+                if "lr" in event:
+                    snap.lr.append(float(event["lr"]))
+                snap.tokens_seen = int(event.get("tokens_seen", snap.tokens_seen))
+            elif kind == "eval":
+                snap.val_steps.append(event["step"])
+                snap.val_loss.append(float(event["val_loss"]))
+                if event.get("accuracy") is not None:
+                    snap.val_accuracy.append(float(event["accuracy"]))
+            elif kind == "sample":
+                snap.samples.append({"step": event.get("step"), "text": event.get("text", "")})
+                del snap.samples[:-MAX_SAMPLES]
+            elif kind == "checkpoint":
+                snap.result["checkpoint"] = event.get("path")
+            elif kind == "status":
+                snap.message = str(event.get("message", ""))
+            elif kind == "result":
+                snap.result.update({k: v for k, v in event.items() if k != "type"})
+            if "total_steps" in event and isinstance(event["total_steps"], int):
+                snap.total_steps = event["total_steps"]
+            if isinstance(event.get("progress"), (int, float)):
+                snap.progress = min(max(float(event["progress"]), 0.0), 1.0)
+            elif snap.total_steps:
+                snap.progress = min(snap.step / snap.total_steps, 1.0)
+            if kind in ("done", "cancelled", "diverged", "failed"):
+                snap.message = str(event.get("message", snap.message))
+                for key, value in event.items():
+                    if key not in ("type", "message", "step", "elapsed"):
+                        snap.result[key] = value
+                self._changed.notify_all()
+                return kind
+            self._changed.notify_all()
+        return None
+
+
+_manager: JobManager | None = None
+_manager_lock = threading.Lock()
+
+
+def get_manager() -> JobManager:
+    """The process-wide manager (shared by every browser session of the server)."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = JobManager()
+        return _manager
