@@ -27,7 +27,7 @@ fi
 
 reqs=requirements.txt
 [ "$mode" = test ] && reqs=requirements-dev.txt
-stamp="$VENV/.stamp-$mode-$(cat requirements*.txt pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+stamp="$VENV/.stamp-${reqs%.txt}-$(cat requirements*.txt pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "==> installing $reqs"
   pip -r "$reqs"
