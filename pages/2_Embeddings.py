@@ -1,0 +1,29 @@
+"""Embeddings: token rows, positions (learned table or RoPE), block input, PCA, neighbours."""
+import streamlit as st
+
+from explorer import embeddings_view as V
+from explorer.i18n import t
+from explorer.models import current_model
+from gpt_core.trace import describe
+
+lm = current_model()
+info = describe(lm.model)
+st.title(t("embeddings.title"))
+st.caption(t("embeddings.intro"))
+st.caption(t("embeddings.model_line", label=lm.source.label, vocab=info.vocab_size, d=info.d_model,
+             kind=t(f"embeddings.kind_{info.position_kind}")))
+
+st.subheader(t("embeddings.input_title"))
+st.markdown(t("embeddings.input_help"))
+V.render_input(lm)
+
+st.subheader(t("embeddings.positions_title"))
+V.render_positions(lm, info.context_length)
+
+st.subheader(t("embeddings.pca_section"))
+st.markdown(t("embeddings.pca_intro"))
+V.render_projection(lm)
+
+st.subheader(t("embeddings.nn_title"))
+st.caption(t("embeddings.nn_help"))
+V.render_neighbours(lm)
