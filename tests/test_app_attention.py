@@ -1,0 +1,158 @@
+"""AppTest of the Attention, Logit lens and Architecture pages on both offline backends."""
+import base64
+import inspect
+import json
+
+import numpy as np
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import gpt_core.model as model_module
+from gpt_core.architecture import MODULE_NAMES
+
+ATTENTION = "../pages/3_Attention.py"
+LENS = "../pages/4_Logit_lens.py"
+ARCH = "../pages/5_Architecture.py"
+BACKENDS = ["smollm2-embedded", "tiny-random"]
+SHAPE = {"smollm2-embedded": (30, 9), "tiny-random": (2, 4)}  # layers, query heads
+
+
+def run(page, model, text=None, query=None, session=None, lang=None):
+    at = AppTest.from_file(page, default_timeout=180)
+    at.session_state["app.model"] = model
+    if lang:
+        at.session_state["app.lang"] = lang
+    for key, value in (session or {}).items():
+        at.session_state[key] = value
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    if text is not None:
+        area = page.split("_", 1)[1].removesuffix(".py").lower()
+        at.session_state[{"attention": "attention.text", "logit_lens": "logit_lens.text",
+                          "architecture": "architecture.text"}[area]] = text
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def messages(at, kinds=("info", "warning", "error")):
+    return " ".join(str(e.value) for kind in kinds for e in at.get(kind))
+
+
+def figures(at):
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def arr(value) -> np.ndarray:
+    """A plotly array: a plain list, or plotly 6's typed-array encoding {dtype, bdata, shape}."""
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = [int(x) for x in str(value.get("shape", len(flat))).split(",")]
+        return flat.reshape(shape)
+    return np.array(value, dtype=float if not value or not isinstance(value[0], list) or
+                    not isinstance(value[0][0], str) else object)
+
+
+# ------------------------------------------------------------------- attention
+@pytest.mark.parametrize("model", BACKENDS)
+def test_attention_page(model):
+    at = run(ATTENTION, model)
+    n_layers, n_heads = SHAPE[model]
+    head, summary, grid = figures(at)
+    z = arr(head["data"][0]["z"])
+    T = len(z)
+    assert z.shape == (T, T) and T > 5
+    assert np.isnan(z[np.triu_indices(T, 1)]).all()                # causal mask: masked cells
+    np.testing.assert_allclose(np.nansum(z, axis=1), np.ones(T), atol=1e-4)
+    assert head["data"][1]["fill"] == "toself"                      # the hatched mask is drawn
+    assert arr(summary["data"][0]["z"]).shape == (n_layers, n_heads)
+    shown = min(n_layers, 48 // n_heads)                              # tiny: every layer
+    panels = grid["layout"]["meta"]["panels"]
+    assert panels == [[l, h] for l in range(shown) for h in range(n_heads)]
+    tiled = arr(grid["data"][0]["z"])                                  # panels tiled with gaps
+    gap = max(1, T // 8)
+    assert tiled.shape == (shown * (T + gap) - gap, n_heads * (T + gap) - gap)
+    np.testing.assert_allclose(np.nan_to_num(tiled[:T, :T]), np.nan_to_num(z), atol=1e-6)  # panel L0 H0
+    assert len(at.dataframe[0].value) == n_heads
+    frame = at.get("iframe")[0].proto.srcdoc
+    assert "<svg" not in frame and "d3" in frame and "https://cdnjs" not in frame
+    if model == "smollm2-embedded":
+        assert "groupes de 3" in messages(at) and "(K/V 2)" in at.selectbox[1].options[-1]
+
+
+def test_attention_hostile_url_is_clamped_with_a_message():
+    at = run(ATTENTION, "tiny-random", query={"layer": "99", "head": "abc"})
+    text = messages(at, ("warning",))
+    assert "couche 99 dans l'adresse (URL) n'existe pas (de 0 à 1)" in text
+    assert "« abc » dans l'adresse (URL) n'est pas un nombre entier" in text
+    assert at.selectbox[0].value == 1 and at.selectbox[1].value == 0
+    assert at.query_params["layer"] == "1" and at.query_params["head"] == "0"  # the URL is corrected
+    assert figures(at)[0]["layout"]["title"]["text"].startswith("Couche 1, tête 0")
+
+
+def test_attention_stale_session_head_and_long_text():
+    # a head kept from SmolLM2 (9 heads) on the tiny model (4), and more tokens than the window
+    at = run(ATTENTION, "tiny-random", text="mot " * 400, session={"attention.head": 8})
+    text = messages(at)
+    assert "tête 8 gardée en mémoire" in text
+    assert "dépassent la fenêtre de contexte de 128" in text and "n'en dessine que 96" in text
+    assert arr(figures(at)[0]["data"][0]["z"]).shape == (96, 96)
+
+
+def test_attention_empty_and_one_token():
+    at = run(ATTENTION, "tiny-random", text="")
+    assert "Écrivez du texte" in messages(at) and not at.get("plotly_chart")
+    at = run(ATTENTION, "tiny-random", text="a")
+    assert "1 × 1" in messages(at)
+    assert arr(figures(at)[0]["data"][0]["z"]).tolist() == [[pytest.approx(1.0)]]
+
+
+# ------------------------------------------------------------------ logit lens
+@pytest.mark.parametrize("model", BACKENDS)
+def test_logit_lens_page(model):
+    at = run(LENS, model)
+    n_layers = SHAPE[model][0]
+    table, ranks = figures(at)
+    cells = table["data"][0]
+    assert arr(cells["z"]).shape[0] == n_layers + 1
+    assert all(text.startswith("✓") for text in cells["text"][-1])  # last row = the model's prediction
+    assert arr(ranks["data"][0]["y"])[-1] == 1
+    assert len(at.dataframe[0].value) == n_layers + 1
+
+
+def test_logit_lens_hostile_text_and_english():
+    at = run(LENS, "tiny-random", text="   ")
+    assert "que des espaces" in messages(at) and not at.get("plotly_chart")
+    at = run(LENS, "tiny-random", text="Hi", lang="en")
+    assert at.title[0].value.startswith("Logit lens: the prediction")
+    assert "A single token" in messages(at)
+    assert len(arr(figures(at)[0]["data"][0]["x"])) == 1
+
+
+# ---------------------------------------------------------------- architecture
+@pytest.mark.parametrize("model", BACKENDS)
+def test_architecture_page(model):
+    at = run(ARCH, model)
+    codes = [c.value for c in at.code]  # st.code drops the final newline
+    assert codes == [inspect.getsource(getattr(model_module, n)).rstrip("\n") for n in MODULE_NAMES]
+    badge = " ".join(m.value for m in at.markdown if "badge" in m.value)
+    assert "Parité : max |Δ logit|" in badge
+    diff = float(badge.split("= ")[1].split(" ")[0])
+    assert diff < 1e-4
+    shapes = at.dataframe[0].value
+    assert shapes.iloc[0, 0] == "tok_emb" and shapes.iloc[-1, 0] == "out_head"
+    assert "(1, 6, 50257)" == shapes.iloc[-1, 3]  # "Le chat dort sur le" = 6 GPT-2 tokens, GPT-2 vocabulary
+    info = messages(at, ("info",))
+    if model == "smollm2-embedded":
+        assert "n'est pas un GPT from-scratch" in info and "GPT-2 réduite" in info
+        assert "aléatoire (graine 0) de configuration GPT-2 réduite" in " ".join(c.value for c in at.caption)
+    else:
+        assert "GPT minuscule" in info
+        assert "exécutant exactement les mêmes poids" in " ".join(c.value for c in at.caption)
+
+
+def test_architecture_too_long_text_is_cut():
+    at = run(ARCH, "tiny-random", text="mot " * 400)
+    assert "dépassent la fenêtre de contexte de 128" in messages(at, ("warning",))
+    assert at.dataframe[0].value.iloc[-1, 3] == "(1, 128, 50257)"
