@@ -1,0 +1,127 @@
+"""AppTest of the Data page: both offline backends, interactions and hostile input."""
+import json
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+PAGE = "../pages/8_Data.py"
+
+
+def run_page(model=None, lang=None, **state):
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    if model:
+        at.session_state["app.model"] = model
+    if lang:
+        at.session_state["app.lang"] = lang
+    for key, value in state.items():
+        at.session_state[f"data.{key}"] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metrics(at):
+    return [(m.label, m.value) for m in at.metric]
+
+
+def metric(at, label):
+    return dict(metrics(at))[label]
+
+
+def charts(at):
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def messages(at):
+    return " ".join(str(e.value) for kind in ("info", "warning", "error") for e in at.get(kind))
+
+
+def test_default_model_draws_every_part():
+    at = run_page()
+    figs = charts(at)
+    titles = [f["layout"]["title"]["text"] for f in figs]
+    assert titles[0].startswith("Concaténation EOT") and titles[1].startswith("Padding")
+    assert titles[3].startswith("Fenêtres") and titles[4].startswith("Batch après collate")
+    eot, pad = figs[0]["data"][0], figs[1]["data"][0]
+    # SmolLM2 separates documents with <|endoftext|> (id 0): EOT cells exist and say so on hover
+    assert any(1 in row for row in eot["z"])
+    assert any("<|endoftext|>" in cell for row in eot["customdata"] for cell in row)
+    assert len(eot["z"][0]) == 128 and len(pad["z"]) == 6                  # context 128, 6 documents
+    wastes = [v for label, v in metrics(at) if label == "Calcul gaspillé"]
+    assert len(wastes) == 2 and float(wastes[1].split()[0]) > float(wastes[0].split()[0])
+    assert "fin de texte = 0" in " ".join(c.value for c in at.caption)
+    collate = figs[4]["data"][0]
+    assert collate["colorbar"]["ticktext"][4:] == ["-100 (padding)", "-100 (prompt)"]
+    assert any(4 in row for row in collate["z"]) and not any(5 in row for row in collate["z"])
+
+
+def test_tiny_random_stride_mask_prompt_and_gpt2_tokenizer():
+    at = run_page("tiny-random")
+    assert metric(at, "Recouvrement (tokens)") == "4"                      # max_length 8, stride 4
+    n4 = int(metric(at, "Échantillons"))
+    at.slider(key="_w.data.stride.fr").set_value(8).run()
+    assert not at.exception, at.exception
+    assert metric(at, "Recouvrement (tokens)") == "0"
+    assert int(metric(at, "Échantillons")) == pytest.approx(n4 / 2, abs=1)
+    shift = at.dataframe[0].value
+    assert list(shift.index) == ["x : token", "x : id", "y : token", "y : id"]
+    assert list(shift.iloc[1])[1:] == list(shift.iloc[3])[:-1]             # targets = inputs shifted by one
+    assert metric(at, "-100 sur le prompt") == "0"
+    at.checkbox(key="_w.data.mask_prompt.fr").check().run()
+    assert not at.exception, at.exception
+    assert int(metric(at, "-100 sur le prompt")) > 50
+    assert any(5 in row for row in charts(at)[4]["data"][0]["z"])
+    at.radio(key="_w.data.tok.fr").set_value("gpt2").run()
+    assert not at.exception, at.exception
+    assert "fin de texte = 50256" in " ".join(c.value for c in at.caption)
+
+
+def test_pasted_text_short_and_blank():
+    at = run_page("tiny-random", source="paste")
+    assert not messages(at)
+    rows = [v for label, v in metrics(at) if label == "Lignes × contexte"]
+    assert rows == ["1 × 128", "3 × 128"]          # 3 short documents: one EOT row, one padded row each
+    at.text_area(key="_w.data.text.fr").input("Bonjour").run()
+    assert not at.exception, at.exception
+    text = messages(at)
+    assert "trop court" in text and "fenêtre glissante valide" in text      # windows and batches explain
+    at.text_area(key="_w.data.text.fr").input("   \n  ").run()
+    assert not at.exception, at.exception
+    assert "que des espaces" in messages(at)
+
+
+def test_batches_arithmetic_and_drop_last_refusal():
+    at = run_page("tiny-random", source="paste", bs=32, window=10_000, context="oops")
+    n = int(metric(at, "Échantillons"))
+    assert at.slider(key="_w.data.window.fr").value == n - 1               # stale values are clamped
+    assert at.select_slider(key="_w.data.context.fr").value == 128
+    text = messages(at) + " ".join(m.value for m in at.markdown)
+    assert "aucun batch complet" in text and "drop_last" in text
+    assert metric(at, "Batchs par epoch") == "0"
+
+
+def test_hugging_face_offline_gives_one_line_quickly():
+    at = run_page("tiny-random", source="hf")
+    assert "Cliquez sur le bouton" in messages(at)
+    start = time.perf_counter()
+    at.button(key="data.hf_button").click().run()
+    assert not at.exception, at.exception
+    assert time.perf_counter() - start < 20
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "injoignable" in errors[0] and "Traceback" not in errors[0]
+    assert at.get("plotly_chart")                                          # the Alpaca tab still works
+
+
+def test_language_switch_keeps_choices_and_pydoc_source():
+    at = run_page("tiny-random", source="pydoc", tok="gpt2", stride=3)
+    at.session_state["app.lang"] = "en"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.radio(key="_w.data.tok.en").value == "gpt2"                # a fresh English widget, same choice
+    assert at.slider(key="_w.data.stride.en").value == 3
+    assert at.selectbox(key="_w.data.source.en").value == "pydoc"
+    labels = [label for label, _ in metrics(at)]
+    assert "Wasted compute" in labels and "Samples" in labels
+    assert "pydoc_data.topics" in " ".join(c.value for c in at.caption)
+    assert charts(at)[0]["layout"]["title"]["text"].startswith("EOT concatenation")
