@@ -52,3 +52,15 @@ def fit_context(ids: list[int], limit: int) -> tuple[list[int], str | None]:
 def show_messages(st_module, checked: CheckedText) -> None:
     for level, message in checked.messages:
         getattr(st_module, level)(message)
+
+
+def text_area_checked(st_module, area: str, label: str, default: str, height: int = 80) -> CheckedText:
+    """A text area whose value survives page switches (kept in ``"<area>.text"``), checked,
+    with its messages shown. Pages call ``st.stop()`` when the result is not ``ok``."""
+    state_key = f"{area}.text"
+    raw = st_module.text_area(label, key=f"_w.{state_key}", height=height,
+                              value=st_module.session_state.get(state_key, default))
+    st_module.session_state[state_key] = raw
+    checked = check_text(raw)
+    show_messages(st_module, checked)
+    return checked

@@ -21,8 +21,8 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 
+from .decoding import context_length_of, greedy
 from .errors import GPTCoreError, InvalidInput
-from .model import GPT
 from .train import _unwrap, evaluate_batches, last_token_logits, model_logits, _unpack
 
 __all__ = [
@@ -119,40 +119,14 @@ def alpaca_prompt(example: dict) -> str:
     return text + "\n\n### Response:\n"
 
 
-def _context_length(model: nn.Module) -> int:
-    if isinstance(model, GPT):
-        return model.cfg.context_length
-    cfg = model.config
-    cfg = getattr(cfg, "get_text_config", lambda: cfg)()
-    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(cfg, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048
-
-
 def _greedy_ids(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None) -> list[int]:
     """Greedy continuation ids (the prompt excluded); a prompt too long keeps its last tokens."""
     base = _unwrap(model)
-    ctx = _context_length(base)
+    ctx = context_length_of(base)
     room = max(1, min(max_new_tokens, ctx // 2))
     prompt_ids = list(prompt_ids)[-(ctx - room):]
-    try:
-        from .decoding import greedy
-    except ImportError:  # pragma: no cover - decoding ships with gpt_core
-        greedy = None
-    if greedy is not None:
-        new = list(greedy(base, prompt_ids, min(max_new_tokens, ctx), eos_id=eos_id, trace=False).new_ids)
-        return new[:-1] if new and eos_id is not None and new[-1] == eos_id else new
-    device = _device_of(base)  # pragma: no cover - fallback: a plain loop without KV cache
-    ids, new = torch.tensor([prompt_ids], device=device), []
-    for _ in range(min(max_new_tokens, ctx - len(prompt_ids))):
-        token = int(model_logits(base, ids)[0, -1].argmax())
-        if eos_id is not None and token == eos_id:
-            break
-        new.append(token)
-        ids = torch.cat([ids, torch.tensor([[token]], device=device)], dim=1)
-    return new
+    new = list(greedy(base, prompt_ids, min(max_new_tokens, ctx), eos_id=eos_id, trace=False).new_ids)
+    return new[:-1] if new and eos_id is not None and new[-1] == eos_id else new
 
 
 def generate_answers(model: nn.Module, tokenizer, examples: Sequence[dict], max_new_tokens: int = 128) -> list[dict]:

@@ -97,8 +97,9 @@ def position_matrix(model: nn.Module) -> torch.Tensor | None:
     return wpe.weight if wpe is not None else None
 
 
-def _hf_blocks(model) -> nn.ModuleList:
-    for path in ("transformer.h", "model.layers", "gpt_neox.layers", "model.decoder.layers"):
+def _find(model, paths: tuple[str, ...], what: str) -> nn.Module:
+    """The first of several dotted attribute paths that exists on a Hugging Face model."""
+    for path in paths:
         obj = model
         try:
             for part in path.split("."):
@@ -106,19 +107,17 @@ def _hf_blocks(model) -> nn.ModuleList:
         except AttributeError:
             continue
         return obj
-    raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}")
+    raise ValueError(f"cannot find the {what} of {type(model).__name__}")
+
+
+def _hf_blocks(model) -> nn.ModuleList:
+    return _find(model, ("transformer.h", "model.layers", "gpt_neox.layers", "model.decoder.layers"),
+                 "transformer blocks")
 
 
 def _hf_final_norm(model) -> nn.Module:
-    for path in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm"):
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return obj
-    raise ValueError(f"cannot find the final norm of {type(model).__name__}")
+    return _find(model, ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm",
+                         "model.decoder.final_layer_norm"), "final norm")
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ from explorer.figures import prob_bars
 from explorer.home import model_card_rows, quick_look
 from explorer.i18n import t
 from explorer.models import current_model
-from explorer.textinput import check_text, show_messages
+from explorer.textinput import text_area_checked
 from explorer.tokens_view import chips_html
 
 lm = current_model()
@@ -19,11 +19,7 @@ for i, (label, value) in enumerate(model_card_rows(lm)):
     cols[i % 4].metric(label, value)
 
 st.subheader(t("home.quick_look"))
-raw = st.text_area(t("home.prompt"), value=st.session_state.get("home.text", t("home.default_text")),
-                   key="_w.home.text", height=90)
-st.session_state["home.text"] = raw
-checked = check_text(raw)
-show_messages(st, checked)
+checked = text_area_checked(st, "home", t("home.prompt"), t("home.default_text"), height=90)
 if checked.ok:
     look = quick_look(lm, checked.text)
     if look.notice:

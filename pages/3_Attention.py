@@ -5,7 +5,7 @@ from explorer import attention_view as av
 from explorer import fig_attention as fa
 from explorer.i18n import t
 from explorer.models import current_model
-from explorer.textinput import check_text, show_messages
+from explorer.textinput import text_area_checked
 from gpt_core.attention import grid_panels, layer_window
 from gpt_core.errors import GPTCoreError
 
@@ -14,11 +14,7 @@ st.title(t("attention.title"))
 st.caption(t("attention.intro"))
 st.caption(lm.source.label)
 
-raw = st.text_area(t("attention.text_label"), key="_w.attention.text", height=80,
-                   value=st.session_state.get("attention.text", t("attention.default_text")))
-st.session_state["attention.text"] = raw
-checked = check_text(raw)
-show_messages(st, checked)
+checked = text_area_checked(st, "attention", t("attention.text_label"), t("attention.default_text"), height=80)
 if not checked.ok:
     st.stop()
 try:

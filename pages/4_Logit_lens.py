@@ -4,7 +4,7 @@ import streamlit as st
 from explorer import logit_lens_view as lv
 from explorer.i18n import t
 from explorer.models import current_model
-from explorer.textinput import check_text, show_messages
+from explorer.textinput import text_area_checked
 from gpt_core.errors import GPTCoreError
 
 lm = current_model()
@@ -12,11 +12,7 @@ st.title(t("logit_lens.title"))
 st.caption(t("logit_lens.intro"))
 st.caption(lm.source.label)
 
-raw = st.text_area(t("logit_lens.text_label"), key="_w.logit_lens.text", height=80,
-                   value=st.session_state.get("logit_lens.text", t("logit_lens.default_text")))
-st.session_state["logit_lens.text"] = raw
-checked = check_text(raw)
-show_messages(st, checked)
+checked = text_area_checked(st, "logit_lens", t("logit_lens.text_label"), t("logit_lens.default_text"), height=80)
 if not checked.ok:
     st.stop()
 ids, notice = lv.tokenize(lm, checked.text)

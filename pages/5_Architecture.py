@@ -5,7 +5,7 @@ from explorer import architecture_view as av
 from explorer.figures import prob_bars
 from explorer.i18n import t
 from explorer.models import current_model
-from explorer.textinput import check_text, show_messages
+from explorer.textinput import text_area_checked
 from gpt_core import architecture as arch
 from gpt_core.errors import GPTCoreError
 from gpt_core.trace import is_gpt_core
@@ -21,11 +21,7 @@ with st.spinner():
     subj = av.subject(lm, full)
 st.info(t("architecture.subject", label=subj.label))
 
-raw = st.text_area(t("architecture.text_label"), key="_w.architecture.text", height=68,
-                   value=st.session_state.get("architecture.text", t("architecture.default_text")))
-st.session_state["architecture.text"] = raw
-checked = check_text(raw)
-show_messages(st, checked)
+checked = text_area_checked(st, "architecture", t("architecture.text_label"), t("architecture.default_text"), height=68)
 if not checked.ok:
     st.stop()
 ids, notice = av.encode(subj, checked.text)
