@@ -1,0 +1,232 @@
+"""AppTest of the Pretrain and Fine-tune pages: render, hostile input, a real job, cancel, queue."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer.jobs import get_manager
+
+PRETRAIN = "../pages/9_Pretrain.py"
+FINETUNE = "../pages/10_Finetune.py"
+HOME = "../explorer/Home.py"
+
+
+def texts(at, kinds=("success", "info", "warning", "error")) -> str:
+    return " ".join(str(e.value) for kind in kinds for e in at.get(kind))
+
+
+def metrics(at) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+def app(page: str, model: str | None = "tiny-random", lang: str | None = None) -> AppTest:
+    at = AppTest.from_file(page, default_timeout=180)
+    if model:
+        at.session_state["app.model"] = model
+    if lang:
+        at.session_state["app.lang"] = lang
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def wait_snapshot(job_id: str, predicate, timeout: float = 180.0):
+    deadline = time.monotonic() + timeout
+    snap = get_manager().snapshot(job_id)
+    while not predicate(snap) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        snap = get_manager().snapshot(job_id)
+    return snap
+
+
+@pytest.fixture(autouse=True)
+def no_job_left_running():
+    yield
+    manager = get_manager()
+    for snap in manager.jobs():
+        if snap.active:
+            manager.cancel(snap.job_id)
+            manager.wait(snap.job_id, timeout=60)
+
+
+def nano(at: AppTest, steps: int, batch: int = 4) -> AppTest:
+    at.selectbox(key="_w.pretrain.preset").set_value("nano").run()
+    at.number_input(key="_w.pretrain.steps").set_value(steps).run()
+    at.number_input(key="_w.pretrain.batch").set_value(batch).run()
+    assert not at.exception, at.exception
+    return at
+
+
+# ------------------------------------------------------------------- pretrain
+def test_pretrain_renders_with_the_default_model_and_estimates():
+    at = app(PRETRAIN, model=None)  # the embedded SmolLM2 in the sidebar; this page starts from scratch
+    m = metrics(at)
+    assert m["Poids entraînés"] == "3.32 M"  # tiny preset: 2 blocks, d_model 64, GPT-2 vocabulary
+    assert m["Tokens vus"] == "30.7 k"       # 60 steps x 8 rows x 64 tokens
+    assert not at.button(key="pretrain.start").disabled
+    assert "225 fenêtres d'entraînement et 25 de validation" in " ".join(c.value for c in at.caption)
+
+
+def test_pretrain_in_english_with_a_preset():
+    at = nano(app(PRETRAIN), steps=100)
+    at.session_state["app.lang"] = "en"  # (AppTest formats options in French, so switch after choosing)
+    at.run()
+    assert [at.select_slider(key=f"_w.pretrain.{k}").value for k in ("n_heads", "d_model", "context")] == [2, 32, 32]
+    assert at.slider(key="_w.pretrain.n_layers").value == 1
+    m = metrics(at)
+    assert m["Trained weights"] == "1.62 M" and m["Tokens seen"] == "12.8 k"
+    assert at.button(key="pretrain.start").label == "Start training"
+
+
+@pytest.mark.parametrize("lr, message", [
+    ("nan", "doit être un nombre fini"), ("0", "strictement positif"), ("10", "ferait diverger"),
+])
+def test_pretrain_refuses_bad_learning_rates(lr, message):
+    at = app(PRETRAIN)
+    at.text_input(key="_w.pretrain.lr").input(lr).run()
+    assert not at.exception, at.exception
+    assert message in texts(at, ("error",))
+    assert at.button(key="pretrain.start").disabled
+
+
+def test_a_diverging_pretraining_stops_with_an_error_message():
+    at = nano(app(PRETRAIN), steps=50)
+    at.text_input(key="_w.pretrain.lr").input("1").run()
+    at.number_input(key="_w.pretrain.warmup").set_value(0).run()
+    at.button(key="pretrain.start").click().run()
+    snap = wait_snapshot(at.session_state["pretrain.job"], lambda s: s.finished)
+    assert snap.status == "diverged" and snap.step < 50
+    at.run()
+    assert not at.exception, at.exception
+    errors = texts(at, ("error",))
+    assert "L'entraînement a divergé et a été arrêté" in errors and "taux d'apprentissage plus petit" in errors
+    assert "Avant / après" not in [h.value for h in at.subheader]
+
+
+def test_pretrain_refuses_a_short_text_and_a_run_that_cannot_fit():
+    at = app(PRETRAIN)
+    at.selectbox(key="_w.pretrain.source").set_value("paste").run()
+    at.text_area(key="_w.pretrain.text").input("Trop court.").run()
+    assert "trop court pour un contexte de 64 tokens" in texts(at, ("error",))
+    assert at.button(key="pretrain.start").disabled
+    at.selectbox(key="_w.pretrain.source").set_value("pydoc").run()
+    at.slider(key="_w.pretrain.n_layers").set_value(12).run()
+    at.select_slider(key="_w.pretrain.d_model").set_value(768).run()
+    at.select_slider(key="_w.pretrain.n_heads").set_value(12).run()
+    at.select_slider(key="_w.pretrain.context").set_value(1024).run()
+    at.number_input(key="_w.pretrain.batch").set_value(512).run()
+    assert not at.exception, at.exception
+    assert "Impossible de lancer : cet entraînement demande environ" in texts(at, ("error",))
+    assert at.button(key="pretrain.start").disabled
+
+
+def test_pretrain_job_runs_and_the_model_reaches_other_pages():
+    at = nano(app(PRETRAIN), steps=6)
+    at.button(key="pretrain.start").click().run()
+    assert not at.exception, at.exception
+    job_id = at.session_state["pretrain.job"]
+    snap = wait_snapshot(job_id, lambda s: s.finished)
+    assert snap.status == "done", snap.message
+    assert snap.train_steps == [1, 2, 3, 4, 5, 6] and snap.val_steps[0] == 0
+    at.run()
+    assert not at.exception, at.exception
+    assert "Terminé : 6 étapes" in texts(at, ("success",))
+    name = snap.result["model_name"]
+    assert f"« {name} »" in texts(at, ("info",))
+    curve = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert curve["data"][0]["x"] == [1, 2, 3, 4, 5, 6]
+    assert [b.proto.label for b in at.get("download_button")] == [
+        "Télécharger le checkpoint (zip : safetensors + config.json)", "Télécharger les métriques (JSON)"]
+    # every page's sidebar now offers it: Home loads it from the shared store
+    home = AppTest.from_file(HOME, default_timeout=180)
+    home.session_state["app.model"] = name
+    home.run()
+    assert not home.exception, home.exception
+    assert metrics(home)["Couches"] == "1"
+
+
+def test_pretrain_cancel_from_the_page():
+    at = nano(app(PRETRAIN), steps=5000)
+    at.button(key="pretrain.start").click().run()
+    job_id = at.session_state["pretrain.job"]
+    snap = wait_snapshot(job_id, lambda s: s.step >= 1, timeout=120)
+    assert snap.status == "running"
+    # a reload is a new session: it re-attaches to the running job and can cancel it
+    reloaded = app(PRETRAIN)
+    assert reloaded.session_state["pretrain.job"] == job_id
+    assert any(p.proto.text.startswith("Étape ") for p in reloaded.get("progress"))
+    reloaded.button(key=f"cancel.{job_id}").click().run()
+    assert not reloaded.exception, reloaded.exception
+    snap = wait_snapshot(job_id, lambda s: s.finished, timeout=60)
+    assert snap.status == "cancelled" and snap.step < 5000
+    at.run()
+    assert f"Entraînement annulé à l'étape {snap.step}." in texts(at, ("warning",))
+
+
+def test_a_second_request_waits_in_the_queue():
+    manager = get_manager()
+    release = threading.Event()
+
+    def blocker(cancel):
+        while not cancel.is_set() and not release.is_set():
+            yield {"type": "status", "message": "occupé"}
+            time.sleep(0.05)
+
+    first = manager.submit("finetune", blocker, {"steps": 10})
+    wait_snapshot(first, lambda s: s.status == "running", timeout=10)
+    at = nano(app(PRETRAIN), steps=6)
+    assert "Un entraînement est déjà en cours sur ce serveur (fine-tuning" in texts(at, ("info",))
+    at.button(key="pretrain.start").click().run()
+    assert "En file d'attente : position 1" in texts(at, ("info",))
+    second = at.session_state["pretrain.job"]
+    assert manager.snapshot(second).status == "queued"
+    release.set()
+    assert wait_snapshot(second, lambda s: s.finished).status == "done"
+
+
+# ------------------------------------------------------------------- finetune
+def test_finetune_renders_with_the_default_model_and_suggests_lora():
+    at = app(FINETUNE, model=None)
+    assert at.radio(key="_w.finetune.large.instruct.method").value == "lora"
+    m = metrics(at)
+    assert m["Poids entraînés"] == "461 k"  # LoRA rank 8 on q_proj and v_proj of 30 blocks
+    assert "gros pour un processeur" in texts(at, ("info",))
+    assert not at.button(key="finetune.start").disabled
+
+
+def test_finetune_instruction_job_shows_before_and_after():
+    at = app(FINETUNE)
+    at.number_input(key="_w.finetune.small.instruct.steps").set_value(6).run()
+    at.button(key="finetune.start").click().run()
+    snap = wait_snapshot(at.session_state["finetune.job"], lambda s: s.finished)
+    assert snap.status == "done", snap.message
+    at.run()
+    assert not at.exception, at.exception
+    assert "Avant / après" in [h.value for h in at.subheader]
+    assert [c.value for c in at.caption].count("Réponse attendue") == 3
+    assert "instruct " in snap.result["model_name"]
+    bars = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert [t["name"] for t in bars["data"]] == ["Avant", "Après"]
+
+
+def test_finetune_classification_job_in_english_shows_the_confusion_matrix():
+    at = app(FINETUNE)
+    at.radio(key="_w.finetune.task").set_value("classify").run()
+    at.number_input(key="_w.finetune.small.classify.steps").set_value(20).run()
+    at.button(key="finetune.start").click().run()
+    snap = wait_snapshot(at.session_state["finetune.job"], lambda s: s.finished)
+    assert snap.status == "done", snap.message
+    at.session_state["app.lang"] = "en"  # last run: AppTest formats option labels in French
+    at.run()
+    assert not at.exception, at.exception
+    m = metrics(at)
+    assert {"Accuracy before", "Accuracy after", "Majority class"} <= set(m)
+    heat = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["data"][0]["type"] == "heatmap")
+    assert sum(map(sum, heat["data"][0]["z"])) == 60
+    assert heat["data"][0]["x"] == ["compte_acces", "impression", "logiciel", "materiel", "reseau"]
+    assert "not offered to the other pages" in " ".join(c.value for c in at.caption)
