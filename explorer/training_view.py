@@ -51,6 +51,7 @@ from gpt_core.train import (
 )
 
 from . import fig_training as F
+from .data_view import instruction_records  # noqa: F401  (re-exported for the fine-tune page)
 from .i18n import t
 from .jobs import get_manager
 from .tokens_view import token_label
@@ -159,16 +160,6 @@ def corpus_text(source: str, pasted: str = "", upload: tuple[bytes, str] | None 
         raise InvalidInput(t("training.err.empty_text"))
     cut = len(text) > MAX_CORPUS_CHARS
     return Corpus(text[:MAX_CORPUS_CHARS], origin, cut)
-
-
-def instruction_records(upload: tuple[bytes, str] | None = None) -> list[dict]:
-    """Bundled Alpaca examples, or an uploaded .json/.jsonl/.csv with instruction/(input)/output."""
-    if upload is None:
-        records, name = D.load_bundled("instructions_fr_en"), None
-    else:
-        records, name = D.read_records(*upload), upload[1]
-    D.require_columns(records, ["instruction", "output"], name)
-    return list(records)
 
 
 def classification_records(upload: tuple[bytes, str] | None = None) -> list[dict]:

@@ -487,7 +487,7 @@ def _train_loop(model, train_batches, val_batches, cfg, task, loss_fn, sample_fn
                         f"L'entraînement a divergé à l'étape {step + 1} : la perte vaut {shown}"
                         + (f" (départ : {first_loss:.3g})" if first_loss is not None else "")
                         + ". Essayez un taux d'apprentissage plus petit (par exemple 3e-4) "
-                          "ou activez l'écrêtage du gradient.",
+                          "ou un écrêtage du gradient plus strict (max_grad_norm plus petit).",
                         loss=loss_value)
             return
         if cfg.max_grad_norm is not None:
@@ -719,22 +719,25 @@ def available_memory(device: torch.device | str) -> int | None:
 
 @functools.lru_cache(maxsize=8)
 def _matmul_flops(device_str: str, dtype_str: str) -> float:
-    """Measured matrix-multiply throughput of the device (FLOP/s), a few ms of work."""
+    """Measured matrix-multiply throughput of the device (FLOP/s): the best of several
+    short timings, so that one unlucky moment on a busy machine does not skew estimates."""
     device, dtype = torch.device(device_str), getattr(torch, dtype_str)
-    n = 2048 if device.type == "cuda" else 512
+    n = 2048 if device.type == "cuda" else 768
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    reps = 20 if device.type == "cuda" else 4
+    reps = 10 if device.type == "cuda" else 2
     a @ b  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = max(time.perf_counter() - t0, 1e-9)
-    return 2 * n ** 3 * reps / seconds
+    best = float("inf")
+    for _ in range(7):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 * reps / max(best, 1e-9)
 
 
 def _shape_of(model_or_cfg) -> tuple[int, int, int, int, int, int]:
