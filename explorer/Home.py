@@ -12,8 +12,9 @@ from explorer.i18n import t  # noqa: E402  (after set_page_config)
 from explorer.sidebar import render_sidebar  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
-ICONS = {"0": "🏠", "1": "🔤", "2": "🧭", "3": "👀", "4": "🔍", "5": "🏗️", "6": "🎲",
-         "7": "🌳", "8": "🧱", "9": "🏋️", "10": "🎯"}
+ICONS = {"0": "home", "1": "text_fields", "2": "scatter_plot", "3": "visibility", "4": "manage_search",
+         "5": "account_tree", "6": "casino", "7": "call_split", "8": "dataset", "9": "model_training",
+         "10": "tune"}  # Material Symbols bundled with Streamlit: no emoji font needed
 
 
 def _order(path: Path) -> int:
@@ -25,7 +26,7 @@ def build_pages() -> list:
     files = sorted(PAGES_DIR.glob("*.py"), key=_order)
     return [
         st.Page(f"../pages/{f.name}", title=t(f"nav.{f.stem}"),
-                icon=ICONS.get(f.stem.split("_", 1)[0], "📄"), default=(i == 0))
+                icon=f":material/{ICONS.get(f.stem.split('_', 1)[0], 'article')}:", default=(i == 0))
         for i, f in enumerate(files)
     ]
 
