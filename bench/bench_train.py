@@ -83,6 +83,8 @@ def bench_throughput(args, tok) -> dict:
     batch = args.batch or 8
     hf = hf_model(cfg).to(device).train()
     ours = GPT.from_hf(hf).to(device).train()
+    if args.compile:  # ours through torch.compile (HF stays as users run it: eager + sdpa)
+        ours = torch.compile(ours)
     batches = token_batches(tok, batch, cfg.context_length, args.steps, device)
     tcfg = TrainConfig(lr=1e-4, steps=args.steps, eval_every=0, eval_at_start=False, device=args.device,
                        precision=args.dtype, max_grad_norm=1.0)
@@ -98,7 +100,7 @@ def bench_throughput(args, tok) -> dict:
             "ratio": round(ours_tok_s / hf_tok_s, 3), "target": ">= 1.0",
             "config": {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
                        "context": cfg.context_length, "batch": batch, "vocab": cfg.vocab_size},
-            "dtype": args.dtype, "steps_per_round": args.steps, "rounds": args.rounds,
+            "dtype": args.dtype, "compiled": bool(args.compile), "steps_per_round": args.steps, "rounds": args.rounds,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
@@ -138,6 +140,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default=None, choices=["fp32", "bf16"])
     parser.add_argument("--steps", type=int, default=None, help="steps per round (first one not counted)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="torch.compile our GPT (first round absorbs the compile)")
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--alpaca", default=None, help="instruction-data.json: also time seed 001's run")
     parser.add_argument("--no-throughput", action="store_true", help="only the --alpaca run")
