@@ -78,10 +78,16 @@ def available_devices() -> list[str]:
     return devices
 
 
+def label_of(source) -> str:
+    """The source's label in the UI language (locale key ``model.<key>``), else the registry's."""
+    text = t(f"model.{source.key}")
+    return source.label if text == f"model.{source.key}" else text
+
+
 def model_choices() -> dict[str, str]:
     """key -> label, embedded model first, then hub sources, fine-tuned models and tests."""
     # seq2seq models (BARThez) are for the tokenizer lab; the model pages need a causal LM
-    choices = {s.key: s.label for s in list_sources() if s.family != "hf-seq2seq"}
+    choices = {s.key: label_of(s) for s in list_sources() if s.family != "hf-seq2seq"}
     for name in store().custom:
         choices[name] = t("sidebar.finetuned", name=name)
     return choices

@@ -6,7 +6,7 @@ import streamlit as st
 from gpt_core.registry import DEFAULT_MODEL
 
 from .i18n import LANG_KEY, LANGS, current_lang, t
-from .models import DEVICE_KEY, LOCAL_KEY, MODEL_KEY, available_devices, current_model, model_choices
+from .models import DEVICE_KEY, LOCAL_KEY, MODEL_KEY, label_of, available_devices, current_model, model_choices
 
 
 def _copy(widget_key: str, state_key: str):
@@ -42,7 +42,7 @@ def render_sidebar():
     _select(t("sidebar.device"), available_devices(), DEVICE_KEY, "cpu")
     with st.sidebar:
         lm = current_model()
-        st.caption(t("sidebar.loaded", label=lm.source.label, seconds=lm.load_seconds))
+        st.caption(t("sidebar.loaded", label=label_of(lm.source), seconds=lm.load_seconds))
         if lm.note:
             st.warning(t("sidebar.fallback", reason=lm.note), icon="⚠️")
     return lm

@@ -4,7 +4,7 @@ import streamlit as st
 from explorer.figures import prob_bars
 from explorer.home import model_card_rows, quick_look
 from explorer.i18n import t
-from explorer.models import current_model
+from explorer.models import current_model, label_of
 from explorer.textinput import text_area_checked
 from explorer.tokens_view import chips_html
 
@@ -13,7 +13,7 @@ st.title(t("app.title"))
 st.caption(t("app.tagline"))
 
 st.subheader(t("home.card"))
-st.caption(lm.source.label)
+st.caption(label_of(lm.source))
 cols = st.columns(4)
 for i, (label, value) in enumerate(model_card_rows(lm)):
     cols[i % 4].metric(label, value)

@@ -3,14 +3,14 @@ import streamlit as st
 
 from explorer import embeddings_view as V
 from explorer.i18n import t
-from explorer.models import current_model
+from explorer.models import current_model, label_of
 from gpt_core.trace import describe
 
 lm = current_model()
 info = describe(lm.model)
 st.title(t("embeddings.title"))
 st.caption(t("embeddings.intro"))
-st.caption(t("embeddings.model_line", label=lm.source.label, vocab=info.vocab_size, d=info.d_model,
+st.caption(t("embeddings.model_line", label=label_of(lm.source), vocab=info.vocab_size, d=info.d_model,
              kind=t(f"embeddings.kind_{info.position_kind}")))
 
 st.subheader(t("embeddings.input_title"))

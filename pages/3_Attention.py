@@ -4,7 +4,7 @@ import streamlit as st
 from explorer import attention_view as av
 from explorer import fig_attention as fa
 from explorer.i18n import t
-from explorer.models import current_model
+from explorer.models import current_model, label_of
 from explorer.textinput import text_area_checked
 from gpt_core.attention import grid_panels, layer_window
 from gpt_core.errors import GPTCoreError
@@ -12,7 +12,7 @@ from gpt_core.errors import GPTCoreError
 lm = current_model()
 st.title(t("attention.title"))
 st.caption(t("attention.intro"))
-st.caption(lm.source.label)
+st.caption(label_of(lm.source))
 
 checked = text_area_checked(st, "attention", t("attention.text_label"), t("attention.default_text"), height=80)
 if not checked.ok:

@@ -3,14 +3,14 @@ import streamlit as st
 
 from explorer import logit_lens_view as lv
 from explorer.i18n import t
-from explorer.models import current_model
+from explorer.models import current_model, label_of
 from explorer.textinput import text_area_checked
 from gpt_core.errors import GPTCoreError
 
 lm = current_model()
 st.title(t("logit_lens.title"))
 st.caption(t("logit_lens.intro"))
-st.caption(lm.source.label)
+st.caption(label_of(lm.source))
 
 checked = text_area_checked(st, "logit_lens", t("logit_lens.text_label"), t("logit_lens.default_text"), height=80)
 if not checked.ok:

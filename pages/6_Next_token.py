@@ -6,7 +6,7 @@ from explorer import next_token_view as nv
 from explorer.fig_decoding import history_chart, stage_bars
 from explorer.figures import prob_bars
 from explorer.i18n import t
-from explorer.models import current_model
+from explorer.models import current_model, label_of
 from explorer.textinput import fit_context
 from explorer.tokens_view import token_label
 
@@ -14,7 +14,7 @@ lm = current_model()
 tok = lm.tokenizer
 st.title(t("next_token.title"))
 st.caption(t("next_token.intro"))
-st.caption(lm.source.label)
+st.caption(label_of(lm.source))
 remember = dv.remembered
 
 raw = st.text_area(t("next_token.prompt"), height=80,

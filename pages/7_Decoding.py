@@ -4,7 +4,7 @@ import streamlit as st
 from explorer import decoding_view as dv
 from explorer.fig_decoding import beam_tree, lane_bars
 from explorer.i18n import t
-from explorer.models import current_model
+from explorer.models import current_model, label_of
 
 TREE_WINDOW = 10  # steps drawn at once in the beam tree
 
@@ -12,7 +12,7 @@ lm = current_model()
 tok = lm.tokenizer
 st.title(t("decoding.title"))
 st.caption(t("decoding.intro"))
-st.caption(lm.source.label)
+st.caption(label_of(lm.source))
 remember = dv.remembered
 
 # ---- seed 003's failure cases, one click each (the prompt depends on the model: see decoding_view.preset)

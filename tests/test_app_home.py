@@ -36,6 +36,8 @@ def test_language_switch_to_english(app):
     app.sidebar.radio[0].set_value("en").run()
     assert not app.exception
     assert "Parameters" in [m.label for m in app.metric]
+    captions = " ".join(c.value for c in app.caption)
+    assert "SmolLM2-135M-Instruct — embedded (offline" in captions  # source label in English too
 
 
 @pytest.mark.parametrize("text, expected", [
