@@ -56,8 +56,8 @@ def load(model_key: str, device: str):
 
 def bench_page(tokens: int, repeats: int, device: str, model_key: str) -> dict:
     # the page's own calls, without Streamlit: gpt_core.attention.analyse_attention (what
-    # explorer.attention_view caches) and the figure builders of explorer.fig_attention
-    from explorer import fig_attention as fa
+    # explorer.views.attention caches) and the figure builders of explorer.figures.attention
+    from explorer.figures import attention as fa
     from gpt_core.attention import analyse_attention, grid_panels, layer_window
 
     model, tokenizer, load_s = load(model_key, device)
@@ -108,7 +108,7 @@ def bench_bertviz(tokens: int) -> list[dict]:
     try:
         import bertviz  # noqa: F401  (the views come from it)
 
-        from explorer.bertviz_offline import bertviz_html, has_remote_script, vendor_available
+        from explorer.figures.bertviz_html import bertviz_html, has_remote_script, vendor_available
     except ImportError as exc:
         return [{"bench": "bertviz_html", "skipped": f"bertviz is not installed ({exc})"}]
     from gpt_core.config import GPTConfig

@@ -31,6 +31,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt_core import decoding as D
+from gpt_core.decoding import cuda_graph
 from gpt_core.model import GPT
 
 
@@ -42,7 +43,7 @@ def timed(fn, sync):
     return time.perf_counter() - start, out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
@@ -55,84 +56,100 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--beams", type=int, default=4)
     ap.add_argument("--no-beam", action="store_true")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    if args.graph_attention:
-        D._GRAPH_ATTENTION = args.graph_attention
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    dev = torch.device(args.device)
-    torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config()).eval()
-    ours = GPT.from_hf(hf).to(dev, dtype)
-    hf = hf.to(dev, dtype)
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 50256
-    prompt = torch.randint(0, 50257, (1, args.prompt), generator=torch.Generator().manual_seed(1)).to(dev)
-    mask = torch.ones_like(prompt)
-    P, N = args.prompt, args.new
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    if dev.type == "cuda":
-        where = f"{torch.cuda.get_device_name(dev)}, {args.dtype}"
-    else:
-        where = f"cpu {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {args.dtype}"
-    graph = bool(args.compile and dev.type == "cuda")
 
-    def hf_greedy():
+class Setup:
+    """Both models on the same random GPT-2-124M weights, the prompt, and where it all runs."""
+
+    def __init__(self, args: argparse.Namespace):
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+        self.args, self.dev = args, torch.device(args.device)
+        torch.manual_seed(0)
+        hf = GPT2LMHeadModel(GPT2Config()).eval()
+        self.ours = GPT.from_hf(hf).to(self.dev, dtype)
+        self.hf = hf.to(self.dev, dtype)
+        self.hf.generation_config.eos_token_id = None
+        self.hf.generation_config.pad_token_id = 50256
+        gen = torch.Generator().manual_seed(1)
+        self.prompt = torch.randint(0, 50257, (1, args.prompt), generator=gen).to(self.dev)
+        self.mask = torch.ones_like(self.prompt)
+        self.sync = torch.cuda.synchronize if self.dev.type == "cuda" else (lambda: None)
+        if self.dev.type == "cuda":
+            self.where = f"{torch.cuda.get_device_name(self.dev)}, {args.dtype}"
+        else:
+            cpu = platform.processor() or platform.machine()
+            self.where = f"cpu {cpu}, {torch.get_num_threads()} threads, {args.dtype}"
+        self.graph = bool(args.compile and self.dev.type == "cuda")
+
+    def hf_generate(self, **kw) -> list[int]:
         with torch.inference_mode():
-            out = hf.generate(prompt, attention_mask=mask, max_new_tokens=N, do_sample=False, eos_token_id=None)
-        return out[0, P:].tolist()
+            out = self.hf.generate(self.prompt, attention_mask=self.mask, max_new_tokens=self.args.new,
+                                   do_sample=False, eos_token_id=None, **kw)
+        return out[0, self.args.prompt:].tolist()
 
-    def our_greedy(trace=True):
-        return D.greedy(ours, prompt, N, trace=trace, cuda_graph=graph).new_ids
 
-    def hf_beam():
-        with torch.inference_mode():
-            out = hf.generate(prompt, attention_mask=mask, max_new_tokens=N, num_beams=args.beams,
-                              do_sample=False, early_stopping=True, eos_token_id=None)
-        return out[0, P:].tolist()
+def bench_greedy(s: Setup) -> dict:
+    args, N = s.args, s.args.new
 
-    def our_beam():
-        return D.beam_search(ours, prompt, args.beams, N, early_stopping=True).best.new_ids
+    def ours(trace=True):
+        return D.greedy(s.ours, s.prompt, N, trace=trace, cuda_graph=s.graph).new_ids
 
-    # ------------------------------------------------------------------ greedy
-    our_greedy(), hf_greedy(), our_greedy(False)  # warm-up (and graph capture)
+    ours(), s.hf_generate(), ours(False)  # warm-up (and graph capture)
     t_ours, t_hf, t_fast = [], [], []
     for _ in range(args.repeats):
-        t, ids_ours = timed(our_greedy, sync)
+        t, ids_ours = timed(ours, s.sync)
         t_ours.append(t)
-        t, ids_hf = timed(hf_greedy, sync)
+        t, ids_hf = timed(s.hf_generate, s.sync)
         t_hf.append(t)
-        if dev.type == "cuda":
-            t_fast.append(timed(lambda: our_greedy(False), sync)[0])
+        if s.dev.type == "cuda":
+            t_fast.append(timed(lambda: ours(False), s.sync)[0])
     o, h = min(t_ours), min(t_hf)
-    line = {"bench": f"greedy_{dev.type}", "ours_s": round(o, 4), "hf_s": round(h, 4),
+    line = {"bench": f"greedy_{s.dev.type}", "ours_s": round(o, 4), "hf_s": round(h, 4),
             "ours_tok_s": round(N / o, 1), "hf_tok_s": round(N / h, 1), "ratio": round(h / o, 3),
-            "target": ">= 5.0 (H100)" if dev.type == "cuda" else ">= 1.0",
-            "same_tokens": ids_ours == ids_hf, "trace": True, "cuda_graph": graph,
-            "graph_attention": D._graph_attention(ours) if graph else None,
-            "prompt": P, "new_tokens": N, "repeats": args.repeats, "device": where}
+            "target": ">= 5.0 (H100)" if s.dev.type == "cuda" else ">= 1.0",
+            "same_tokens": ids_ours == ids_hf, "trace": True, "cuda_graph": s.graph,
+            "graph_attention": cuda_graph.graph_attention(s.ours) if s.graph else None,
+            "prompt": args.prompt, "new_tokens": N, "repeats": args.repeats, "device": s.where}
     if t_fast:
         line["ours_notrace_s"] = round(min(t_fast), 4)
         line["ratio_notrace"] = round(h / min(t_fast), 3)
-    print(json.dumps(line), flush=True)
+    return line
 
-    # -------------------------------------------------------------------- beam
-    if args.no_beam:
-        return
-    our_beam(), hf_beam()
+
+def bench_beam(s: Setup) -> dict:
+    args = s.args
+
+    def ours():
+        return D.beam_search(s.ours, s.prompt, args.beams, args.new, early_stopping=True).best.new_ids
+
+    def theirs():
+        return s.hf_generate(num_beams=args.beams, early_stopping=True)
+
+    ours(), theirs()  # warm-up
     t_ours, t_hf = [], []
     for _ in range(args.repeats):
-        t, ids_ours = timed(our_beam, sync)
+        t, ids_ours = timed(ours, s.sync)
         t_ours.append(t)
-        t, ids_hf = timed(hf_beam, sync)
+        t, ids_hf = timed(theirs, s.sync)
         t_hf.append(t)
     o, h = min(t_ours), min(t_hf)
-    print(json.dumps({"bench": f"beam{args.beams}_{dev.type}", "ours_s": round(o, 4), "hf_s": round(h, 4),
-                      "ratio": round(o / h, 3), "target": "<= 1.3", "same_tokens": ids_ours == ids_hf,
-                      "tree_trace": True, "prompt": P, "new_tokens": N, "repeats": args.repeats,
-                      "device": where}), flush=True)
+    return {"bench": f"beam{args.beams}_{s.dev.type}", "ours_s": round(o, 4), "hf_s": round(h, 4),
+            "ratio": round(o / h, 3), "target": "<= 1.3", "same_tokens": ids_ours == ids_hf,
+            "tree_trace": True, "prompt": args.prompt, "new_tokens": args.new, "repeats": args.repeats,
+            "device": s.where}
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.graph_attention:
+        cuda_graph.FORCE_ATTENTION = args.graph_attention
+    setup = Setup(args)
+    print(json.dumps(bench_greedy(setup)), flush=True)
+    if not args.no_beam:
+        print(json.dumps(bench_beam(setup)), flush=True)
 
 
 if __name__ == "__main__":

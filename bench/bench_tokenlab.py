@@ -19,7 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-from explorer.tokens_view import chips_html
+from explorer.ui.token_chips import chips_html
 from gpt_core.tokenizers import load_tokenizer
 from gpt_core.tokenlab import compare_tokenizers, train_bpe
 

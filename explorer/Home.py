@@ -8,8 +8,8 @@ import streamlit as st
 
 st.set_page_config(page_title="LLM Explorer", page_icon="🔎", layout="wide")
 
-from explorer.i18n import t  # noqa: E402  (after set_page_config)
-from explorer.sidebar import render_sidebar  # noqa: E402
+from explorer.ui.i18n import t  # noqa: E402  (after set_page_config)
+from explorer.ui.sidebar import render_sidebar  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
 ICONS = {"0": "home", "1": "text_fields", "2": "scatter_plot", "3": "visibility", "4": "manage_search",

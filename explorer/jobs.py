@@ -10,7 +10,11 @@ live loss, and a page reload re-attaches with :meth:`JobManager.latest_job`.
 Cancelling sets the job's ``threading.Event``; a job that checks it ends
 with its own "cancelled" event, and one that does not is closed by the worker
 at most ``CANCEL_GRACE_S`` after its next event. Exceptions become status
-"failed" with a readable message.
+"failed" with the reason as a :class:`gpt_core.errors.Message`.
+
+The worker never words anything: a snapshot's ``message`` is a Message (or
+the text a job sent as it is), and the page says it in the reader's language
+with :func:`explorer.ui.messages.say` (locale keys ``core.jobs.*``).
 
 One job runs at a time per server (a classroom shares one machine); later
 submissions wait in a visible FIFO queue. This module never imports
@@ -31,6 +35,8 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
+
+from gpt_core.errors import Message, note
 
 __all__ = ["JobSnapshot", "JobManager", "get_manager", "STATUSES", "FINISHED"]
 
@@ -63,7 +69,7 @@ class JobSnapshot:
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)  # latest {"step", "text"}
-    message: str = ""
+    message: Message | str = ""                 # the latest status, or how the job ended
     result: dict = field(default_factory=dict)  # checkpoint path, final history, ...
     error_detail: str | None = None             # traceback of a failure (for developers)
     submitted_at: float = 0.0                   # time.time() stamps
@@ -89,16 +95,23 @@ class _Job:
         self.cancel = threading.Event()
 
 
-def _readable(exc: BaseException) -> str:
-    """The message a user sees for an exception raised inside a job."""
-    from gpt_core.errors import GPTCoreError
-
-    if isinstance(exc, GPTCoreError) and str(exc):
-        return str(exc)
+def failure(exc: BaseException) -> Message:
+    """Why a job failed: a gpt_core error's own message, else out of memory, else the exception's kind."""
+    own = getattr(exc, "message", None)  # a gpt_core error carries its code and parameters
+    if isinstance(own, Message):
+        return own
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return "La mémoire est insuffisante pour ce travail : réduisez la taille de batch, le contexte ou le modèle."
-    detail = str(exc) or "aucun détail"
-    return f"Le travail a échoué ({type(exc).__name__} : {detail})."
+        return note("jobs.out_of_memory", "Not enough memory for this job: lower the batch size, the context "
+                    "or the model.")
+    return note("jobs.failed", "The job failed ({kind}: {detail}).", kind=type(exc).__name__,
+                detail=str(exc)[:300] or "-")
+
+
+def cancelled_at(step: int) -> Message:
+    return note("jobs.cancelled", "Job cancelled at step {step}.", step=step)
+
+
+CANCEL_REQUESTED = note("jobs.cancel_requested", "Cancelling…")
 
 
 class JobManager:
@@ -204,10 +217,11 @@ class JobManager:
                     self._queue.remove(job_id)
                 except ValueError:
                     pass
-                self._finish(job, "cancelled", "Travail annulé avant son démarrage.")
+                self._finish(job, "cancelled", note("jobs.cancelled_before_start",
+                                                    "Job cancelled before it started."))
                 self._renumber()
             else:
-                job.snap.message = "Annulation demandée…"
+                job.snap.message = CANCEL_REQUESTED
             self._changed.notify_all()
             return True
 
@@ -222,7 +236,7 @@ class JobManager:
             self._order.remove(job_id)
             del self._jobs[job_id]
 
-    def _finish(self, job: _Job, status: str, message: str | None = None) -> None:
+    def _finish(self, job: _Job, status: str, message: Message | str | None = None) -> None:
         snap = job.snap
         snap.status = status
         if message is not None:
@@ -271,7 +285,7 @@ class JobManager:
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the UI
             with self._lock:
                 job.snap.error_detail = traceback.format_exc()
-                self._finish(job, "failed", _readable(exc))
+                self._finish(job, "failed", failure(exc))
                 self._changed.notify_all()
             return
         finally:
@@ -289,10 +303,10 @@ class JobManager:
             else:
                 status = "done"
             message = job.snap.message
-            if status == "cancelled" and (not message or message == "Annulation demandée…"):
-                message = f"Travail annulé à l'étape {job.snap.step}."
+            if status == "cancelled" and (not message or message == CANCEL_REQUESTED):
+                message = cancelled_at(job.snap.step)
             elif status == "done" and not message:
-                message = "Travail terminé."
+                message = note("jobs.done", "Job finished.")
             self._finish(job, status, message)
             self._changed.notify_all()
 
@@ -325,7 +339,7 @@ class JobManager:
             elif kind == "checkpoint":
                 snap.result["checkpoint"] = event.get("path")
             elif kind == "status":
-                snap.message = str(event.get("message", ""))
+                snap.message = _message(event.get("message"))
             elif kind == "result":
                 snap.result.update({k: v for k, v in event.items() if k != "type"})
             if "total_steps" in event and isinstance(event["total_steps"], int):
@@ -335,7 +349,7 @@ class JobManager:
             elif snap.total_steps:
                 snap.progress = min(snap.step / snap.total_steps, 1.0)
             if kind in ("done", "cancelled", "diverged", "failed"):
-                snap.message = str(event.get("message", snap.message))
+                snap.message = _message(event.get("message", snap.message))
                 for key, value in event.items():
                     if key not in ("type", "message", "step", "elapsed"):
                         snap.result[key] = value
@@ -343,6 +357,11 @@ class JobManager:
                 return kind
             self._changed.notify_all()
         return None
+
+
+def _message(value) -> Message | str:
+    """A job's message as it is (a Message, or text the job worded itself)."""
+    return value if isinstance(value, Message) else str(value if value is not None else "")
 
 
 _manager: JobManager | None = None

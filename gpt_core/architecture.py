@@ -1,4 +1,4 @@
-"""The from-scratch GPT explained module by module (seed 004).
+"""The from-scratch GPT explained module by module.
 
 * :func:`module_source` returns the real code of each module of
   :mod:`gpt_core.model`, read with :func:`inspect.getsource` (never pasted);
@@ -22,6 +22,7 @@ import torch
 from . import model as model_module
 from .config import GPTConfig
 from .errors import InvalidInput
+from .backend import own_gpt, this_thread_only
 from .model import GPT
 
 MODULE_NAMES = ("GPT", "TransformerBlock", "MultiHeadAttention", "LayerNorm", "FeedForward", "GELU")
@@ -30,9 +31,8 @@ MODULE_NAMES = ("GPT", "TransformerBlock", "MultiHeadAttention", "LayerNorm", "F
 def module_source(name: str) -> str:
     """Source code of one module class of :mod:`gpt_core.model`."""
     if name not in MODULE_NAMES:
-        raise InvalidInput(
-            f"« {name} » is not a module of the from-scratch GPT; choose one of {', '.join(MODULE_NAMES)}."
-        )
+        raise InvalidInput("architecture.unknown_module", "'{name}' is not a module of the from-scratch GPT; "
+                           "choose one of {choices}.", name=str(name), choices=", ".join(MODULE_NAMES))
     return inspect.getsource(getattr(model_module, name))
 
 
@@ -40,20 +40,26 @@ def source_file() -> str:
     return inspect.getsourcefile(model_module) or ""
 
 
+def _ours(model) -> GPT:
+    """``model`` itself when it is our from-scratch GPT (these walk-throughs read its modules)."""
+    gpt = own_gpt(model)
+    if gpt is None or gpt is not model:
+        raise InvalidInput("architecture.needs_gpt", "This walk-through needs gpt_core's from-scratch GPT.")
+    return gpt
+
+
 def _as_ids(model: GPT, ids) -> torch.Tensor:
-    if not isinstance(model, GPT):
-        raise InvalidInput("This walk-through needs gpt_core's from-scratch GPT.")
+    model = _ours(model)
     t = torch.as_tensor(ids, dtype=torch.long)
     if t.dim() == 1:
         t = t[None]
     if t.dim() != 2 or t.size(1) == 0:
-        raise InvalidInput("Give at least one token id (one sequence).")
+        raise InvalidInput("architecture.no_ids", "Give at least one token id (one sequence).")
     if t.size(1) > model.cfg.context_length:
-        raise InvalidInput(
-            f"{t.size(1)} tokens exceed the context window of {model.cfg.context_length} tokens."
-        )
+        raise InvalidInput("architecture.too_long", "{n} tokens exceed the context window of {context} tokens.",
+                           n=t.size(1), context=model.cfg.context_length)
     if int(t.min()) < 0 or int(t.max()) >= model.cfg.vocab_size:
-        raise InvalidInput(f"Token ids must be between 0 and {model.cfg.vocab_size - 1}.")
+        raise InvalidInput("architecture.bad_id", "Token ids must be between 0 and {top}.", top=model.cfg.vocab_size - 1)
     return t.to(model.tok_emb.weight.device)
 
 
@@ -99,7 +105,7 @@ def live_shapes(model: GPT, ids, detail_block: int = 0) -> list[ShapeStep]:
     ids = _as_ids(model, ids)
     n = len(model.blocks)
     if isinstance(detail_block, bool) or not isinstance(detail_block, int) or not 0 <= detail_block < n:
-        raise InvalidInput(f"The detailed block must be between 0 and {n - 1}.")
+        raise InvalidInput("architecture.bad_block", "The block must be between 0 and {top}.", top=n - 1)
     sites = ["tok_emb", "pos_emb", "drop_emb"]
     inner = ["norm1", "att.qkv", "att.hook_pattern", "att.out_proj", "att", "norm2",
              "ff.fc_in", "ff.act", "ff.fc_out"]
@@ -120,7 +126,7 @@ def live_shapes(model: GPT, ids, detail_block: int = 0) -> list[ShapeStep]:
             else:
                 params = sum(p.numel() for p in module.parameters())
             steps.append(ShapeStep(path, type(module).__name__, tuple(output.shape), params))
-        return hook
+        return this_thread_only(hook)
 
     try:
         for path in sites:
@@ -150,8 +156,7 @@ def param_rows(model: GPT, detail_block: int | None = 0) -> list[ParamRow]:
     Shared tensors are counted once (the output head is tied to ``tok_emb``),
     so the top-level rows add up to ``model.num_parameters()``.
     """
-    if not isinstance(model, GPT):
-        raise InvalidInput("Parameter counts per module need gpt_core's from-scratch GPT.")
+    model = _ours(model)
     seen: set[int] = set()
     rows = [ParamRow("tok_emb", "Embedding", _own_params(model.tok_emb, seen)),
             ParamRow("pos_emb", "Embedding", _own_params(model.pos_emb, seen))]
@@ -166,8 +171,9 @@ def param_rows(model: GPT, detail_block: int | None = 0) -> list[ParamRow]:
 
 def block_rows(model: GPT, block: int = 0) -> list[ParamRow]:
     """Parameters of the sub-modules of one block (they add up to the block's row)."""
-    if not isinstance(model, GPT) or not 0 <= block < len(model.blocks):
-        raise InvalidInput("Choose a block of gpt_core's from-scratch GPT.")
+    model = _ours(model)
+    if isinstance(block, bool) or not isinstance(block, int) or not 0 <= block < len(model.blocks):
+        raise InvalidInput("architecture.bad_block", "The block must be between 0 and {top}.", top=len(model.blocks) - 1)
     b = model.blocks[block]
     seen: set[int] = set()
     return [ParamRow(f"blocks.{block}.{name}", type(m).__name__, _own_params(m, seen))
@@ -208,7 +214,8 @@ def random_hf_gpt2(size: str = "gpt2-reduced", seed: int = 0):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     if size not in PARITY_SIZES:
-        raise InvalidInput(f"Unknown size « {size} »: choose one of {', '.join(PARITY_SIZES)}.")
+        raise InvalidInput("architecture.unknown_size", "Unknown size '{size}': choose one of {choices}.",
+                           size=str(size), choices=", ".join(PARITY_SIZES))
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=50257, n_positions=1024, attn_implementation="eager", **PARITY_SIZES[size])
     return GPT2LMHeadModel(cfg).eval()
@@ -220,7 +227,8 @@ def to_hf_gpt2(model: GPT):
 
     c = model.cfg
     if not c.qkv_bias:
-        raise InvalidInput("Hugging Face's GPT-2 always has query/key/value biases; this model has none.")
+        raise InvalidInput("architecture.no_qkv_bias", "Hugging Face's GPT-2 always has query/key/value biases; "
+                           "this model has none.")
     try:  # every weight is overwritten below: skip the (slow) random initialisation
         from transformers.initialization import no_init_weights
     except ImportError:  # pragma: no cover - older transformers
@@ -312,10 +320,10 @@ class NextTokenWalk:
 
 @torch.no_grad()
 def last_position_walk(model: GPT, ids, k: int = 5) -> NextTokenWalk:
-    """Seed 004's next-token selection: every position gets logits, only the last one is used."""
+    """Next-token selection: every position gets logits, only the last one is used."""
     ids = _as_ids(model, ids)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidInput("k must be a positive whole number.")
+        raise InvalidInput("architecture.bad_k", "k must be a positive whole number.")
     logits = model(ids).float()                        # (1, T, V)
     last = logits[:, -1, :]                            # (1, V)
     fast = model(ids, last_only=True).float()[:, -1, :]

@@ -70,7 +70,8 @@ class HeadGrid:
 
     def metric(self, name: str) -> np.ndarray:
         if name not in METRICS:
-            raise InvalidInput(f"Unknown head score « {name} »: choose one of {', '.join(METRICS)}.")
+            raise InvalidInput("attention.unknown_metric", "Unknown head score '{name}': choose one of {choices}.",
+                               name=str(name)[:40], choices=", ".join(METRICS))
         return getattr(self, "self_" if name == "self" else name)
 
     def kind_counts(self) -> dict[str, int]:
@@ -93,9 +94,9 @@ def _as_numpy(a) -> np.ndarray:
 def _check_pattern(attn: torch.Tensor) -> torch.Tensor:
     attn = torch.as_tensor(attn)
     if attn.dim() != 3 or attn.shape[-1] != attn.shape[-2] or attn.shape[-1] == 0:
-        raise InvalidInput(
-            f"An attention pattern must have the shape (heads, T, T) with T >= 1; got {tuple(attn.shape)}."
-        )
+        raise InvalidInput("attention.bad_pattern_shape",
+                           "An attention pattern must have the shape (heads, T, T) with T >= 1 (got {shape}).",
+                           shape=str(tuple(attn.shape)))
     return attn.detach().to(torch.float32, copy=True).cpu()
 
 
@@ -140,7 +141,7 @@ def classify(prev: float, first: float, self_: float, norm_entropy: float) -> st
 def head_grid(attentions: list[torch.Tensor]) -> HeadGrid:
     """Scores and types of every head of every layer (all layers scored in one pass)."""
     if not attentions:
-        raise InvalidInput("The model returned no attention pattern.")
+        raise InvalidInput("attention.no_pattern", "The model returned no attention pattern.")
     L = len(attentions)
     H = int(attentions[0].shape[0])
     stacked = torch.cat([torch.as_tensor(a) for a in attentions])      # (L * H, T, T)
@@ -189,7 +190,8 @@ def layer_window(n_layers: int, n_heads: int, start: int, max_panels: int = 48) 
 def kv_group(head: int, n_heads: int, n_kv_heads: int) -> int:
     """Index of the key/value head that query ``head`` reads (grouped-query attention)."""
     if n_kv_heads <= 0 or n_heads % n_kv_heads:
-        raise InvalidInput(f"{n_heads} query heads cannot be shared among {n_kv_heads} key/value heads.")
+        raise InvalidInput("attention.bad_kv_heads", "{n_heads} query heads cannot be shared among {n_kv_heads} "
+                           "key/value heads.", n_heads=int(n_heads), n_kv_heads=int(n_kv_heads))
     head = validate_index(head, n_heads, "head")
     return head // (n_heads // n_kv_heads)
 
@@ -198,22 +200,24 @@ def kv_group(head: int, n_heads: int, n_kv_heads: int) -> int:
 def validate_index(value, n: int, what: str = "index") -> int:
     """``value`` as an int in ``[0, n)``, else :class:`InvalidInput` with a readable sentence.
 
-    ``what`` names the thing ("layer", "head") in the message.
+    ``what`` names the thing in the message: ``"layer"``, ``"head"`` or ``"index"``
+    (the app translates it through ``core.field.<what>``).
     """
     if n <= 0:
-        raise InvalidInput(f"There is no {what} to choose: the model has none.")
+        raise InvalidInput("attention.nothing_to_choose", "There is nothing to choose: the list is empty.")
     if isinstance(value, bool):
-        raise InvalidInput(f"The {what} must be a whole number between 0 and {n - 1}, not {value!r}.")
+        raise InvalidInput("attention.not_an_index", "{field} must be a whole number between 0 and {last} "
+                           "(got '{value}').", field=what, last=n - 1, value=str(value))
     try:
         as_int = int(str(value).strip()) if isinstance(value, str) else int(value)
         if not isinstance(value, (int, np.integer, str)) and as_int != value:
             raise ValueError
     except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(
-            f"The {what} must be a whole number between 0 and {n - 1}; « {str(value)[:40]} » is not one."
-        ) from None
+        raise InvalidInput("attention.not_an_index", "{field} must be a whole number between 0 and {last} "
+                           "(got '{value}').", field=what, last=n - 1, value=str(value)[:40]) from None
     if not 0 <= as_int < n:
-        raise InvalidInput(f"The {what} must be between 0 and {n - 1}; {as_int} is out of range.")
+        raise InvalidInput("attention.index_out_of_range", "{field} must be between 0 and {last} "
+                           "({value} is out of range).", field=what, last=n - 1, value=as_int)
     return as_int
 
 

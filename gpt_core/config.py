@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from .errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -19,15 +21,18 @@ class GPTConfig:
         for name in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+                raise InvalidInput("config.not_positive", "{field} must be a positive whole number (got {value}).",
+                                   field=name, value=repr(value)[:40])
         if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
-            )
+            raise InvalidInput("config.heads_do_not_divide",
+                               "The width d_model ({d_model}) must be divisible by the number of heads ({n_heads}).",
+                               d_model=self.d_model, n_heads=self.n_heads)
         if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
+            raise InvalidInput("config.bad_drop_rate", "The dropout rate must be at least 0 and below 1 (got {value}).",
+                               value=self.drop_rate)
         if not self.ln_eps > 0:
-            raise ValueError(f"ln_eps must be positive, got {self.ln_eps}")
+            raise InvalidInput("config.bad_ln_eps", "The LayerNorm epsilon must be positive (got {value}).",
+                               value=self.ln_eps)
 
     @property
     def head_dim(self) -> int:
@@ -49,13 +54,14 @@ class GPTConfig:
         try:
             return PRESETS[name]
         except KeyError:
-            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+            raise InvalidInput("config.unknown_preset", "Unknown preset '{name}': choose one of {choices}.",
+                               name=str(name)[:40], choices=", ".join(sorted(PRESETS))) from None
 
 
 PRESETS: dict[str, GPTConfig] = {
     # GPT-2 small, 124M parameters
     "gpt2": GPTConfig(),
-    # GPT-2 medium, 355M parameters (seed 001 fine-tunes this one)
+    # GPT-2 medium, 355M parameters (the usual base for instruction fine-tuning)
     "gpt2-medium": GPTConfig(d_model=1024, n_heads=16, n_layers=24),
     # a classroom-sized model that trains in seconds on a CPU
     "tiny": GPTConfig(context_length=128, d_model=64, n_heads=4, n_layers=2),

@@ -11,21 +11,20 @@ Sections
   Python's own documentation as an offline English corpus
   (:func:`pydoc_corpus`) and bounded slices of Hugging Face datasets
   (:func:`load_hf_dataset_slice`).
-* **Chunking for pretraining** (seed 000): documents joined by
-  ``<|endoftext|>`` and cut into fixed windows (:func:`chunk_eot`) versus one
-  padded document per row (:func:`chunk_padding`); the book's sliding window
+* **Chunking for pretraining**: documents joined by ``<|endoftext|>`` and cut
+  into fixed windows (:func:`chunk_eot`) versus one padded document per row
+  (:func:`chunk_padding`); the sliding window of (input, target) pairs
   (:func:`sliding_windows`, :class:`GPTWindowDataset`, :func:`make_loader`) and
   the arithmetic of epochs and batches (:func:`batch_arithmetic`).
-* **Instruction data** (seed 001): the Alpaca prompt (:func:`format_alpaca`),
+* **Instruction data**: the Alpaca prompt (:func:`format_alpaca`),
   :class:`InstructionDataset` and the padding/masking collate
   (:func:`collate_instructions`).
-* **Classification** (seed 002): :class:`ClassificationDataset`,
-  :func:`label_vocab`.
+* **Classification**: :class:`ClassificationDataset`, :func:`label_vocab`.
 * **Splits**: :func:`split_records`, :func:`split_text`.
 
-Error messages are French sentences (the app's audience), raised as
-:class:`~gpt_core.errors.InvalidInput` (bad input) or
-:class:`~gpt_core.errors.HubUnavailable` (no network).
+Errors are :class:`~gpt_core.errors.InvalidInput` (bad input) or
+:class:`~gpt_core.errors.HubUnavailable` (no network), each with a stable code
+(``data.*``) that the app says in the user's language.
 """
 from __future__ import annotations
 
@@ -45,7 +44,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import HubUnavailable, InvalidInput
+from . import hub as _hub
+from .errors import HubUnavailable, InvalidInput, note
 
 __all__ = [
     "MAX_UPLOAD_BYTES", "IGNORE_INDEX", "DATASETS_DIR", "BUNDLED", "HF_PRESETS",
@@ -53,7 +53,7 @@ __all__ = [
     "bundled_path", "load_bundled", "pydoc_documents", "pydoc_corpus", "HFSlice",
     "load_hf_dataset_slice", "encode_documents", "pad_token_id",
     "ChunkResult", "chunk_eot", "chunk_padding", "WindowResult", "sliding_windows",
-    "GPTWindowDataset", "make_loader", "create_dataloader", "batch_arithmetic",
+    "GPTWindowDataset", "make_loader", "batch_arithmetic",
     "ALPACA_STYLES", "format_alpaca", "InstructionDataset", "collate_instructions",
     "instruction_collate_fn", "make_instruction_loader",
     "label_vocab", "ClassificationDataset", "split_records", "split_text",
@@ -65,35 +65,36 @@ DATASETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "datasets"
 
 
 # =============================================================== small helpers
-def _size_text(n_bytes: int) -> str:
-    """5_300_000 -> '5,3 Mo' (French decimal comma)."""
-    if n_bytes >= 1_000_000:
-        return f"{n_bytes / 1e6:.1f} Mo".replace(".", ",")
-    if n_bytes >= 1_000:
-        return f"{n_bytes / 1e3:.1f} ko".replace(".", ",")
-    return f"{n_bytes} octets"
+def _shown(value: Any) -> str:
+    """A short, printable form of any value, for a message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``; ``name`` (a parameter name) is the message's ``field``."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = int(value)
     elif isinstance(value, float) and value.is_integer():
         value = int(value)
     else:
-        raise InvalidInput(f"« {name} » doit être un nombre entier (reçu : {value!r}).")
+        raise InvalidInput("data.not_whole", "{field} must be a whole number (got {value}).",
+                           field=name, value=_shown(value))
     if value < minimum:
-        raise InvalidInput(f"« {name} » doit valoir au moins {minimum} (reçu : {value}).")
+        raise InvalidInput("data.too_small", "{field} must be at least {minimum} (got {value}).",
+                           field=name, minimum=minimum, value=value)
     return value
 
 
-def _as_id_list(ids: Any, what: str = "la liste de tokens") -> list[int]:
+def _as_id_list(ids: Any) -> list[int]:
     """A list/tuple/tensor/array of token ids -> list[int], with a readable error otherwise."""
     if isinstance(ids, torch.Tensor):
         if ids.dim() != 1:
-            raise InvalidInput(f"{what[:1].upper()}{what[1:]} doit être à une dimension (forme reçue : {tuple(ids.shape)}).")
+            raise InvalidInput("data.ids_not_1d", "A list of token ids must be one-dimensional (got the shape "
+                               "{shape}).", shape=str(tuple(ids.shape)))
         return [int(v) for v in ids.tolist()]
     if isinstance(ids, (str, bytes)):
-        raise InvalidInput(f"{what[:1].upper()}{what[1:]} doit contenir des identifiants de tokens, pas du texte.")
+        raise InvalidInput("data.ids_are_text", "Expected token ids, not text.")
     try:
         out = []
         for v in ids:
@@ -105,7 +106,7 @@ def _as_id_list(ids: Any, what: str = "la liste de tokens") -> list[int]:
             out.append(iv)
         return out
     except (TypeError, ValueError):
-        raise InvalidInput(f"{what[:1].upper()}{what[1:]} doit contenir des entiers (des identifiants de tokens).") from None
+        raise InvalidInput("data.ids_not_whole", "Token ids must be whole numbers.") from None
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -114,13 +115,13 @@ def pad_token_id(tokenizer: Any) -> int:
     if pad is None:
         pad = getattr(tokenizer, "eos_id", None)
     if pad is None:
-        raise InvalidInput("Ce tokenizer n'a ni token de padding ni token de fin de texte : "
-                           "impossible de compléter les séquences.")
+        raise InvalidInput("data.no_pad_token", "This tokenizer has neither a padding token nor an end-of-text "
+                           "token: sequences cannot be padded.")
     return int(pad)
 
 
 # ====================================================================== loading
-def read_text_upload(data: bytes | bytearray | memoryview | str, filename: str = "fichier",
+def read_text_upload(data: bytes | bytearray | memoryview | str, filename: str = "file",
                      max_bytes: int | None = MAX_UPLOAD_BYTES) -> str:
     """Decode an uploaded file as UTF-8 text (strict), newlines normalised to ``\\n``.
 
@@ -133,16 +134,16 @@ def read_text_upload(data: bytes | bytearray | memoryview | str, filename: str =
     elif isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data)
     else:
-        raise InvalidInput(f"Le contenu du fichier « {filename} » doit être des octets "
-                           f"(reçu : {type(data).__name__}).")
+        raise InvalidInput("data.upload_not_bytes", "The content of the file '{name}' must be bytes (got {kind}).",
+                           name=filename, kind=type(data).__name__)
     if max_bytes is not None and len(raw) > max_bytes:
-        raise InvalidInput(f"Le fichier « {filename} » est trop gros ({_size_text(len(raw))}) : "
-                           f"la limite est de {_size_text(max_bytes)}.")
+        raise InvalidInput("data.file_too_large", "The file '{name}' is too large ({size} bytes): the limit is "
+                           "{limit} bytes.", name=filename, size=len(raw), limit=max_bytes)
     if not raw.strip():
-        raise InvalidInput(f"Le fichier « {filename} » est vide.")
+        raise InvalidInput("data.file_empty", "The file '{name}' is empty.", name=filename)
     if b"\x00" in raw:
-        raise InvalidInput(f"Le fichier « {filename} » contient des octets nuls : c'est un fichier "
-                           "binaire ou un texte en UTF-16, pas du texte UTF-8.")
+        raise InvalidInput("data.file_binary", "The file '{name}' contains null bytes: it is a binary file or "
+                           "UTF-16 text, not UTF-8 text.", name=filename)
     if isinstance(data, str):
         text = data
     else:
@@ -150,34 +151,42 @@ def read_text_upload(data: bytes | bytearray | memoryview | str, filename: str =
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as err:
             line = raw[: err.start].count(b"\n") + 1
-            raise InvalidInput(
-                f"Le fichier « {filename} » n'est pas du texte UTF-8 valide (octet n° {err.start + 1}, "
-                f"ligne {line}). Enregistrez-le en UTF-8 puis réessayez."
-            ) from None
+            raise InvalidInput("data.file_not_utf8", "The file '{name}' is not valid UTF-8 text (byte {byte}, "
+                               "line {line}): save it as UTF-8 and try again.",
+                               name=filename, byte=err.start + 1, line=line) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _reject_non_object(item: Any, where: str, filename: str) -> dict:
-    if not isinstance(item, dict):
-        kind = {list: "une liste", str: "une chaîne", int: "un nombre", float: "un nombre",
-                bool: "un booléen", type(None): "null"}.get(type(item), type(item).__name__)
-        raise InvalidInput(f"{where} du fichier « {filename} » est {kind}, pas un objet "
-                           "{\"clé\": valeur}.")
-    return item
+# JSON's own names for the types json.loads returns
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _json_object(item: Any, filename: str, index: int | None = None, line: int | None = None) -> dict:
+    """``item`` if it is a JSON object; else an error naming its place (item ``index`` or ``line``)."""
+    if isinstance(item, dict):
+        return item
+    kind = _JSON_TYPES.get(type(item), type(item).__name__)
+    if line is not None:
+        raise InvalidInput("data.jsonl_line_not_object", "Line {line} of the file '{name}' is not an object "
+                           "{{\"key\": value}} but a JSON {kind}.", line=line, name=filename, kind=kind)
+    raise InvalidInput("data.json_item_not_object", "Item {index} of the file '{name}' is not an object "
+                       "{{\"key\": value}} but a JSON {kind}.", index=index, name=filename, kind=kind)
 
 
 def _read_json(text: str, filename: str) -> list[dict]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
-        raise InvalidInput(f"Le fichier « {filename} » n'est pas du JSON valide : ligne {err.lineno}, "
-                           f"colonne {err.colno} ({err.msg}).") from None
+        raise InvalidInput("data.json_invalid", "The file '{name}' is not valid JSON: line {line}, column "
+                           "{column}.", name=filename, line=err.lineno, column=err.colno) from None
     if isinstance(obj, dict):
-        raise InvalidInput(f"Le fichier « {filename} » contient un seul objet JSON : il faut une "
-                           "liste d'objets, par exemple [{\"text\": ..., \"label\": ...}, ...].")
+        raise InvalidInput("data.json_single_object", "The file '{name}' holds a single JSON object: a list of "
+                           "objects is needed, for example [{{\"text\": ..., \"label\": ...}}, ...].",
+                           name=filename)
     if not isinstance(obj, list):
-        raise InvalidInput(f"Le fichier « {filename} » doit contenir une liste d'objets JSON.")
-    return [_reject_non_object(item, f"L'élément n° {i}", filename) for i, item in enumerate(obj, 1)]
+        raise InvalidInput("data.json_not_list", "The file '{name}' must contain a list of JSON objects.",
+                           name=filename)
+    return [_json_object(item, filename, index=i) for i, item in enumerate(obj, 1)]
 
 
 def _read_jsonl(text: str, filename: str) -> list[dict]:
@@ -188,9 +197,9 @@ def _read_jsonl(text: str, filename: str) -> list[dict]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise InvalidInput(f"Ligne {lineno} du fichier « {filename} » : JSON invalide, colonne "
-                               f"{err.colno} ({err.msg}).") from None
-        records.append(_reject_non_object(obj, f"La ligne {lineno}", filename))
+            raise InvalidInput("data.jsonl_invalid", "Line {line} of the file '{name}': invalid JSON at column "
+                               "{column}.", line=lineno, name=filename, column=err.colno) from None
+        records.append(_json_object(obj, filename, line=lineno))
     return records
 
 
@@ -222,29 +231,29 @@ def _read_csv(text: str, filename: str) -> list[dict]:
     try:
         header = next(reader, None)
         if header is None:
-            raise InvalidInput(f"Le fichier « {filename} » est vide.")
+            raise InvalidInput("data.file_empty", "The file '{name}' is empty.", name=filename)
         header = [h.strip() for h in header]
         if any(not h for h in header):
-            raise InvalidInput(f"La ligne d'en-tête du fichier « {filename} » contient une colonne "
-                               f"sans nom : {', '.join(repr(h) for h in header)}.")
+            raise InvalidInput("data.csv_unnamed_column", "The header line of the file '{name}' has a column "
+                               "without a name: {columns}.", name=filename,
+                               columns=", ".join(repr(h) for h in header))
         dupes = sorted({h for h in header if header.count(h) > 1})
         if dupes:
-            raise InvalidInput(f"La ligne d'en-tête du fichier « {filename} » nomme deux fois la "
-                               f"colonne « {dupes[0]} ».")
+            raise InvalidInput("data.csv_duplicate_column", "The header line of the file '{name}' names the "
+                               "column '{column}' twice.", name=filename, column=dupes[0])
         records = []
         for row in reader:
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
-                raise InvalidInput(
-                    f"Ligne {reader.line_num} du fichier « {filename} » : {len(row)} champ(s) au lieu "
-                    f"de {len(header)} (colonnes : {', '.join(header)}). Vérifiez les guillemets "
-                    "et les séparateurs."
-                )
+                raise InvalidInput("data.csv_field_count", "Line {line} of the file '{name}': {n_fields} field(s) "
+                                   "instead of {n_columns} (columns: {columns}). Check the quotes and the "
+                                   "separators.", line=reader.line_num, name=filename, n_fields=len(row),
+                                   n_columns=len(header), columns=", ".join(header))
             records.append(dict(zip(header, row)))
-    except csv.Error as err:
-        raise InvalidInput(f"Ligne {reader.line_num} du fichier « {filename} » : CSV mal formé "
-                           f"({err}).") from None
+    except csv.Error:
+        raise InvalidInput("data.csv_malformed", "Line {line} of the file '{name}': malformed CSV (check the "
+                           "quotes).", line=reader.line_num, name=filename) from None
     return records
 
 
@@ -259,8 +268,8 @@ def read_records(data: bytes | bytearray | str, filename: str,
     name = str(filename or "")
     suffix = Path(name).suffix.lower()
     if suffix not in (".json", ".jsonl", ".csv", ".tsv"):
-        raise InvalidInput(f"Format de fichier non pris en charge pour « {name} » : utilisez "
-                           ".json (liste d'objets), .jsonl (un objet par ligne) ou .csv.")
+        raise InvalidInput("data.unsupported_format", "Unsupported file format for '{name}': use .json (a list "
+                           "of objects), .jsonl (one object per line) or .csv.", name=name)
     text = read_text_upload(data, name, max_bytes=max_bytes)
     if suffix == ".json":
         records = _read_json(text, name)
@@ -269,7 +278,7 @@ def read_records(data: bytes | bytearray | str, filename: str,
     else:
         records = _read_csv(text, name)
     if not records:
-        raise InvalidInput(f"Le fichier « {name} » ne contient aucun exemple.")
+        raise InvalidInput("data.no_examples", "The file '{name}' contains no example.", name=name)
     return records
 
 
@@ -280,40 +289,49 @@ def require_columns(records: Sequence[dict], columns: Sequence[str],
     The message names the missing column and either the columns that were found
     (when no record has it) or the first record that lacks it.
     """
-    where = f" du fichier « {filename} »" if filename else ""
     if not records:
-        raise InvalidInput(f"Le jeu de données{where} est vide : il ne contient aucun exemple.")
+        if filename:
+            raise InvalidInput("data.no_examples", "The file '{name}' contains no example.", name=filename)
+        raise InvalidInput("data.dataset_empty", "The dataset is empty: it contains no example.")
     for i, rec in enumerate(records, 1):
         if not isinstance(rec, dict):
-            raise InvalidInput(f"L'exemple n° {i}{where} n'est pas un objet avec des colonnes.")
+            raise InvalidInput("data.example_not_object", "Example {n} is not an object with columns.", n=i)
     for col in columns:
         lacking = [i for i, rec in enumerate(records, 1) if col not in rec]
         if len(lacking) == len(records):
-            found = sorted({k for rec in records for k in rec})
-            raise InvalidInput(f"La colonne « {col} » est absente{where} (colonnes trouvées : "
-                               f"{', '.join(map(str, found)) or 'aucune'}).")
+            found = ", ".join(map(str, sorted({k for rec in records for k in rec}))) or "—"
+            if filename:
+                raise InvalidInput("data.file_column_missing", "The column '{column}' is missing from the file "
+                                   "'{name}' (columns found: {found}).", column=col, name=filename, found=found)
+            raise InvalidInput("data.column_missing", "The column '{column}' is missing (columns found: {found}).",
+                               column=col, found=found)
         if lacking:
-            raise InvalidInput(f"L'exemple n° {lacking[0]}{where} n'a pas de champ « {col} ».")
+            raise InvalidInput("data.example_missing_field", "Example {n} has no '{column}' field.",
+                               n=lacking[0], column=col)
     return records
 
 
 def split_documents(text: str) -> list[str]:
     """Split a text into documents at blank lines (empty documents are dropped)."""
     if not isinstance(text, str):
-        raise InvalidInput("Le corpus doit être du texte.")
+        raise InvalidInput("data.corpus_not_text", "The corpus must be text.")
     return [doc.strip() for doc in re.split(r"\n[ \t]*\n", text) if doc.strip()]
 
 
 # ------------------------------------------------------------ bundled datasets
-BUNDLED: dict[str, dict[str, str]] = {
+# "label" is a Message: the app says it in the user's language
+BUNDLED: dict[str, dict[str, Any]] = {
     "corpus_fr": {"file": "corpus_fr.txt", "kind": "text",
-                  "label": "Petit corpus français (villes imaginaires, recettes, météo, contes, sciences)"},
+                  "label": note("data.bundled_corpus_fr", "Small French corpus (invented towns, recipes, weather, "
+                                "tales, science)")},
     "corpus_en": {"file": "corpus_en.txt", "kind": "text",
-                  "label": "Small English corpus (invented towns, recipes, weather, tales, science)"},
+                  "label": note("data.bundled_corpus_en", "Small English corpus (invented towns, recipes, weather, "
+                                "tales, science)")},
     "instructions_fr_en": {"file": "instructions_fr_en.json", "kind": "records",
-                           "label": "Instructions Alpaca FR/EN (instruction, input, output)"},
+                           "label": note("data.bundled_instructions", "Alpaca instructions in French and English "
+                                         "(instruction, input, output)")},
     "tickets_fr": {"file": "tickets_fr.csv", "kind": "records",
-                   "label": "Tickets de support informatique étiquetés (text, label), 5 classes"},
+                   "label": note("data.bundled_tickets", "Labelled IT support tickets (text, label), 5 classes")},
 }
 
 
@@ -322,15 +340,16 @@ def _bundled_key(name: str) -> str:
     for k, info in BUNDLED.items():
         if key in (k, info["file"]):
             return k
-    raise InvalidInput(f"Jeu de données inconnu : « {name} ». Jeux fournis : {', '.join(BUNDLED)}.")
+    raise InvalidInput("data.unknown_bundled", "Unknown dataset '{name}'. Bundled datasets: {choices}.",
+                       name=str(name)[:60], choices=", ".join(BUNDLED))
 
 
 def bundled_path(name: str) -> Path:
     """Path of a bundled dataset file (``corpus_fr``, ``tickets_fr.csv``, ...)."""
     path = DATASETS_DIR / BUNDLED[_bundled_key(name)]["file"]
     if not path.is_file():
-        raise InvalidInput(f"Le fichier {path.name} est introuvable dans {DATASETS_DIR} : "
-                           "lancez scripts/make_datasets.py pour le recréer.")
+        raise InvalidInput("data.bundled_file_missing", "The file {file} cannot be found in {folder}: run "
+                           "scripts/make_datasets.py to build it again.", file=path.name, folder=str(DATASETS_DIR))
     return path
 
 
@@ -348,8 +367,8 @@ def pydoc_documents() -> list[str]:
     try:
         from pydoc_data.topics import topics
     except ImportError:  # some stripped Python builds leave it out
-        raise InvalidInput("Cette installation de Python ne contient pas pydoc_data : "
-                           "le corpus de documentation est indisponible.") from None
+        raise InvalidInput("data.no_pydoc", "This Python installation has no pydoc_data: the documentation "
+                           "corpus is unavailable.") from None
     return [topics[key].strip() for key in sorted(topics) if topics[key].strip()]
 
 
@@ -362,15 +381,17 @@ def pydoc_corpus(max_chars: int | None = None) -> str:
 
 
 # ------------------------------------------------------- Hugging Face datasets
+# "label" is a Message: the app says it in the user's language
 HF_PRESETS: dict[str, dict[str, Any]] = {
-    "wikipedia-fr": {"name": "wikimedia/wikipedia", "config": "20231101.fr", "split": "train",
-                     "text_field": "text", "label": "Wikipédia en français (novembre 2023)"},
-    "piaf": {"name": "AgentPublic/piaf", "config": "plain_text", "split": "train",
-             "text_field": "context", "label": "PIAF : questions/réponses en français"},
-    "allocine": {"name": "tblard/allocine", "config": None, "split": "train",
-                 "text_field": "review", "label": "Allociné : critiques de films (positif/négatif)"},
+    "wikipedia-fr": {"name": "wikimedia/wikipedia", "config": "20231101.fr", "split": "train", "text_field": "text",
+                     "label": note("data.preset_wikipedia_fr", "French Wikipedia (November 2023)")},
+    "piaf": {"name": "AgentPublic/piaf", "config": "plain_text", "split": "train", "text_field": "context",
+             "label": note("data.preset_piaf", "PIAF: questions and answers in French")},
+    "allocine": {"name": "tblard/allocine", "config": None, "split": "train", "text_field": "review",
+                 "label": note("data.preset_allocine", "Allociné: film reviews (positive/negative)")},
     "fquad": {"name": "illuin/fquad", "config": None, "split": "train", "text_field": "context",
-              "label": "FQuAD : questions/réponses en français (téléchargement manuel auprès d'Illuin)"},
+              "label": note("data.preset_fquad", "FQuAD: questions and answers in French (manual download "
+                            "from Illuin)")},
 }
 
 
@@ -387,14 +408,7 @@ class HFSlice:
 
 
 def _hub_is_reachable() -> bool:
-    try:
-        from .hub import hub_reachable
-    except ImportError:
-        return False
-    try:
-        return bool(hub_reachable())
-    except Exception:
-        return False
+    return bool(_hub.hub_reachable())
 
 
 def load_hf_dataset_slice(name: str, config: str | None = None, split: str = "train", n: int = 200,
@@ -409,21 +423,23 @@ def load_hf_dataset_slice(name: str, config: str | None = None, split: str = "tr
     """
     n = _check_int(n, "n", 1)
     if n > 10_000:
-        raise InvalidInput(f"« n » est limité à 10 000 lignes (reçu : {n}).")
+        raise InvalidInput("data.hf_too_many_rows", "At most {limit} rows can be read (got {n}).",
+                           limit=10_000, n=n)
     preset = HF_PRESETS.get(str(name))
     if preset is not None:
         name = preset["name"]
         config = config if config is not None else preset["config"]
         text_field = text_field if text_field is not None else preset["text_field"]
     if not isinstance(name, str) or not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name):
-        raise InvalidInput(f"Nom de jeu de données invalide : « {name} » (attendu : organisation/nom).")
+        raise InvalidInput("data.hf_bad_name", "Invalid dataset name '{name}' (expected organisation/name).",
+                           name=str(name)[:100])
     if not _hub_is_reachable():
-        raise HubUnavailable(f"Le hub Hugging Face est injoignable : le jeu de données « {name} » ne peut "
-                             "pas être téléchargé. Utilisez les jeux fournis avec l'application.")
+        raise HubUnavailable("data.hf_unreachable", "The Hugging Face hub cannot be reached: the dataset '{name}' "
+                             "cannot be downloaded. Use the datasets bundled with the app.", name=name)
     try:
         import datasets
     except ImportError:
-        raise HubUnavailable("La bibliothèque « datasets » n'est pas installée : "
+        raise HubUnavailable("data.no_datasets_library", "The datasets library is not installed: "
                              "pip install datasets.") from None
     try:
         stream = datasets.load_dataset(name, config, split=split, streaming=True)
@@ -431,16 +447,20 @@ def load_hf_dataset_slice(name: str, config: str | None = None, split: str = "tr
     except Exception as err:  # the datasets library raises many kinds of errors
         msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         if type(err).__name__ in ("DatasetNotFoundError", "FileNotFoundError", "ValueError"):
-            raise InvalidInput(f"Le jeu de données « {name} » (config {config!r}, partie {split!r}) "
-                               f"n'a pas pu être ouvert : {msg}") from None
-        raise HubUnavailable(f"Le téléchargement de « {name} » depuis le hub a échoué : {msg}") from None
+            raise InvalidInput("data.hf_cannot_open", "The dataset '{name}' (config {config}, part {part}) could "
+                               "not be opened: {error}", name=name, config=str(config), part=str(split),
+                               error=msg) from None
+        raise HubUnavailable("data.hf_download_failed", "Downloading '{name}' from the hub failed: {error}",
+                             name=name, error=msg) from None
     if not records:
-        raise InvalidInput(f"La partie « {split} » du jeu de données « {name} » est vide.")
+        raise InvalidInput("data.hf_part_empty", "The part '{part}' of the dataset '{name}' is empty.",
+                           part=str(split), name=name)
     texts: list[str] = []
     if text_field is not None:
         if text_field not in records[0]:
-            raise InvalidInput(f"Le champ « {text_field} » n'existe pas dans « {name} » (champs : "
-                               f"{', '.join(map(str, records[0]))}).")
+            raise InvalidInput("data.hf_no_column", "The field '{column}' does not exist in '{name}' (fields: "
+                               "{columns}).", column=str(text_field), name=name,
+                               columns=", ".join(map(str, records[0])))
         texts = [str(rec.get(text_field, "")) for rec in records]
     return HFSlice(name=name, config=config, split=split, text_field=text_field, records=records,
                    texts=texts, source=f"https://huggingface.co/datasets/{name}")
@@ -450,7 +470,8 @@ def load_hf_dataset_slice(name: str, config: str | None = None, split: str = "tr
 def encode_documents(docs: Sequence[str], tokenizer: Any) -> list[list[int]]:
     """Encode each document with ``tokenizer.encode`` (no special token added)."""
     if isinstance(docs, str):
-        raise InvalidInput("encode_documents attend une liste de documents, pas un seul texte.")
+        raise InvalidInput("data.documents_is_text", "encode_documents expects a list of documents, not a single "
+                           "text.")
     return [list(tokenizer.encode(doc)) for doc in docs]
 
 
@@ -492,12 +513,12 @@ class ChunkResult:
 
 def _check_docs(docs_ids: Any) -> list[list[int]]:
     if isinstance(docs_ids, (str, bytes)) or not isinstance(docs_ids, Sequence):
-        raise InvalidInput("Il faut une liste de documents, chacun étant une liste d'identifiants de tokens.")
+        raise InvalidInput("data.docs_not_list", "Expected a list of documents, each a list of token ids.")
     if len(docs_ids) == 0:
-        raise InvalidInput("Aucun document : ajoutez au moins un texte.")
-    docs = [_as_id_list(doc, f"le document n° {i}") for i, doc in enumerate(docs_ids, 1)]
+        raise InvalidInput("data.no_documents", "No document: add at least one text.")
+    docs = [_as_id_list(doc) for doc in docs_ids]
     if not any(docs):
-        raise InvalidInput("Tous les documents sont vides : il n'y a aucun token à découper.")
+        raise InvalidInput("data.all_documents_empty", "All the documents are empty: there is no token to cut.")
     return docs
 
 
@@ -513,7 +534,7 @@ def chunk_eot(docs_ids: Sequence[Sequence[int]], eot_id: int, context: int, last
     context = _check_int(context, "context", 1)
     eot_id = _check_int(eot_id, "eot_id", 0)
     if last not in ("pad", "drop"):
-        raise InvalidInput(f"« last » doit valoir \"pad\" ou \"drop\" (reçu : {last!r}).")
+        raise InvalidInput("data.bad_last", "'last' must be 'pad' or 'drop' (got {value}).", value=_shown(last))
     pad = eot_id if pad_id is None else _check_int(pad_id, "pad_id", 0)
     docs = _check_docs(docs_ids)
     stream: list[int] = []
@@ -534,9 +555,9 @@ def chunk_eot(docs_ids: Sequence[Sequence[int]], eot_id: int, context: int, last
         dropped = rest
         stream, owner = stream[: n_full * context], owner[: n_full * context]
         if n_full == 0:
-            raise InvalidInput(f"Le texte ne fait que {total} tokens (fins de texte comprises) : il en faut "
-                               f"au moins {context} pour remplir une fenêtre quand la dernière fenêtre "
-                               "incomplète est abandonnée.")
+            raise InvalidInput("data.shorter_than_window", "The text has only {total} tokens (end-of-text tokens "
+                               "included): at least {context} are needed to fill one window when the last "
+                               "incomplete window is dropped.", total=total, context=context)
     else:
         state = "padded"
         fill = context - rest
@@ -582,7 +603,7 @@ def chunk_padding(docs_ids: Sequence[Sequence[int]], pad_id: int, context: int,
 
 @dataclass
 class WindowResult:
-    """Input/target windows of the book's ``GPTDatasetV1`` (targets = inputs shifted by one)."""
+    """Input/target windows of the sliding-window dataset (targets = inputs shifted by one)."""
     inputs: torch.Tensor      # (N, max_length)
     targets: torch.Tensor     # (N, max_length), targets[i, j] = ids[starts[i] + j + 1]
     starts: list[int]         # first position of each window in the token list
@@ -602,7 +623,7 @@ class WindowResult:
 
 
 def sliding_windows(ids: Sequence[int], max_length: int, stride: int) -> WindowResult:
-    """Cut a token list into windows exactly like the book's ``GPTDatasetV1``.
+    """Cut a token list into (input, target) windows: the classic sliding-window dataset.
 
     ``for i in range(0, len(ids) - max_length, stride)``: input ``ids[i:i+max_length]``,
     target ``ids[i+1:i+max_length+1]``. Needs at least ``max_length + 1`` tokens.
@@ -612,9 +633,9 @@ def sliding_windows(ids: Sequence[int], max_length: int, stride: int) -> WindowR
     ids = _as_id_list(ids)
     n = len(ids)
     if n < max_length + 1:
-        raise InvalidInput(f"Le texte est trop court : {n} token(s), alors qu'il en faut au moins "
-                           f"{max_length + 1} (max_length + 1) pour former une fenêtre et sa cible "
-                           "décalée d'un token.")
+        raise InvalidInput("data.text_too_short", "The text is too short: {n} token(s), while at least {needed} "
+                           "(max_length + 1) are needed to form a window and its target shifted by one token.",
+                           n=n, needed=max_length + 1)
     starts = list(range(0, n - max_length, stride))
     data = torch.tensor(ids, dtype=torch.long)
     index = torch.tensor(starts, dtype=torch.long)[:, None] + torch.arange(max_length)  # (N, max_length)
@@ -633,7 +654,7 @@ class GPTWindowDataset(Dataset):
     @classmethod
     def from_text(cls, text: str, tokenizer: Any, max_length: int, stride: int) -> "GPTWindowDataset":
         if not isinstance(text, str) or not text.strip():
-            raise InvalidInput("Le texte d'entraînement est vide.")
+            raise InvalidInput("data.training_text_empty", "The training text is empty.")
         return cls(tokenizer.encode(text), max_length, stride)
 
     def __len__(self) -> int:
@@ -654,24 +675,16 @@ def make_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = True, dro
     num_workers = _check_int(num_workers, "num_workers", 0)
     n = len(dataset)
     if n == 0:
-        raise InvalidInput("Le jeu de données est vide : aucun batch possible.")
+        raise InvalidInput("data.no_batch", "The dataset is empty: no batch is possible.")
     if drop_last and n < batch_size:
-        raise InvalidInput(f"Le jeu de données n'a que {n} exemple(s), moins que la taille de batch "
-                           f"({batch_size}) : avec drop_last, aucun batch ne serait produit. Réduisez "
-                           "la taille de batch ou désactivez drop_last.")
+        raise InvalidInput("data.fewer_than_batch", "The dataset has only {n} example(s), fewer than the batch "
+                           "size ({batch_size}): with drop_last no batch would be produced. Lower the batch size "
+                           "or turn drop_last off.", n=n, batch_size=batch_size)
     generator = None
     if shuffle and seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       num_workers=num_workers, collate_fn=collate_fn, generator=generator)
-
-
-def create_dataloader(text: str, tokenizer: Any, batch_size: int = 8, max_length: int = 256,
-                      stride: int = 128, shuffle: bool = True, drop_last: bool = True,
-                      seed: int | None = 0) -> DataLoader:
-    """The book's ``create_dataloader_v1``: text -> windows -> batches of (inputs, targets)."""
-    return make_loader(GPTWindowDataset.from_text(text, tokenizer, max_length, stride),
-                       batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
 
 
 def batch_arithmetic(n_samples: int, batch_size: int, epochs: int = 1, drop_last: bool = True,
@@ -745,25 +758,44 @@ def format_alpaca(example: dict, style: str = "alpaca") -> tuple[str, str]:
         ### Response:
         {output}
     """
-    if style not in ALPACA_STYLES:
-        raise InvalidInput(f"Style de prompt inconnu : « {style} » (styles : {', '.join(ALPACA_STYLES)}).")
-    if not isinstance(example, dict):
-        raise InvalidInput("Un exemple d'instruction doit être un objet avec les champs "
-                           "instruction, input et output.")
+    _check_style(style)
+    instruction, inp, out = _alpaca_fields(example)
     t = ALPACA_STYLES[style]
-    instruction = example.get("instruction")
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise InvalidInput("L'exemple n'a pas de champ « instruction » rempli.")
-    inp = example.get("input") or ""
-    out = example.get("output") or ""
-    if not isinstance(inp, str) or not isinstance(out, str):
-        raise InvalidInput("Les champs « input » et « output » d'un exemple doivent être du texte.")
-    inp = inp.strip()
-    parts = [t["preamble"], f"{t['instruction']}\n{instruction.strip()}"]
+    parts = [t["preamble"], f"{t['instruction']}\n{instruction}"]
     if inp:
         parts.append(f"{t['input']}\n{inp}")
     parts.append(f"{t['response']}\n")
     return "\n\n".join(parts), out.strip()
+
+
+def _check_style(style: Any) -> None:
+    if style not in ALPACA_STYLES:
+        raise InvalidInput("data.unknown_prompt_style", "Unknown prompt style '{style}' (styles: {choices}).",
+                           style=str(style)[:40], choices=", ".join(ALPACA_STYLES))
+
+
+def _alpaca_fields(example: Any, number: int | None = None) -> tuple[str, str, str]:
+    """``(instruction, input, output)`` of an example, stripped; ``number`` names it in errors."""
+    if not isinstance(example, dict):
+        if number is not None:
+            raise InvalidInput("data.example_not_object", "Example {n} is not an object with columns.", n=number)
+        raise InvalidInput("data.alpaca_not_object", "An instruction example must be an object with the fields "
+                           "instruction, input and output.")
+    instruction = example.get("instruction")
+    if not isinstance(instruction, str) or not instruction.strip():
+        if number is not None:
+            raise InvalidInput("data.example_no_instruction", "Example {n} has no filled-in 'instruction' field.",
+                               n=number)
+        raise InvalidInput("data.alpaca_no_instruction", "The example has no filled-in 'instruction' field.")
+    inp = example.get("input") or ""
+    out = example.get("output") or ""
+    if not isinstance(inp, str) or not isinstance(out, str):
+        if number is not None:
+            raise InvalidInput("data.example_fields_not_text", "Example {n}: the 'input' and 'output' fields must "
+                               "be text.", n=number)
+        raise InvalidInput("data.alpaca_fields_not_text", "The 'input' and 'output' fields of an example must be "
+                           "text.")
+    return instruction.strip(), inp.strip(), out
 
 
 class InstructionDataset(Dataset):
@@ -775,14 +807,13 @@ class InstructionDataset(Dataset):
 
     def __init__(self, records: Sequence[dict], tokenizer: Any, style: str = "alpaca"):
         require_columns(records, ["instruction", "output"])
+        _check_style(style)
         self.records = list(records)
         self.style = style
         self.items: list[tuple[list[int], list[int]]] = []
         for i, rec in enumerate(self.records, 1):
-            try:
-                prompt, response = format_alpaca(rec, style)
-            except InvalidInput as err:
-                raise InvalidInput(f"Exemple n° {i} : {err}") from None
+            _alpaca_fields(rec, number=i)  # names the example when it is wrong
+            prompt, response = format_alpaca(rec, style)
             self.items.append((list(tokenizer.encode(prompt)), list(tokenizer.encode(response))))
 
     def __len__(self) -> int:
@@ -798,7 +829,7 @@ def collate_instructions(batch: Sequence[tuple[Sequence[int], Sequence[int]]], p
                          eos_id: int | None = None) -> dict:
     """Pad a batch of ``(prompt_ids, response_ids)`` into ``inputs``/``targets`` tensors.
 
-    As in the book: each sequence is ``prompt + response + [eos]`` (``eos_id``
+    Each sequence is ``prompt + response + [eos]`` (``eos_id``
     defaults to ``pad_id``; GPT-2 uses 50256 for both), padded with ``pad_id``
     to the longest sequence; ``inputs = seq[:-1]``, ``targets = seq[1:]``.
     Target positions after the first end-of-text are padding and get
@@ -813,7 +844,7 @@ def collate_instructions(batch: Sequence[tuple[Sequence[int], Sequence[int]]], p
     ``prompt_lengths``, ``n_loss_tokens``.
     """
     if not isinstance(batch, Sequence) or len(batch) == 0:
-        raise InvalidInput("Le batch est vide.")
+        raise InvalidInput("data.batch_empty", "The batch is empty.")
     pad_id = _check_int(pad_id, "pad_id", 0)
     eos = pad_id if eos_id is None else _check_int(eos_id, "eos_id", 0)
     if max_length is not None:
@@ -821,11 +852,12 @@ def collate_instructions(batch: Sequence[tuple[Sequence[int], Sequence[int]]], p
     seqs, prompt_lens = [], []
     for i, item in enumerate(batch, 1):
         if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise InvalidInput(f"L'élément n° {i} du batch doit être un couple (prompt_ids, response_ids).")
-        prompt = _as_id_list(item[0], "le prompt")
-        response = _as_id_list(item[1], "la réponse")
+            raise InvalidInput("data.batch_item_not_pair", "Item {n} of the batch must be a pair (prompt_ids, "
+                               "response_ids).", n=i)
+        prompt = _as_id_list(item[0])
+        response = _as_id_list(item[1])
         if not prompt and not response:
-            raise InvalidInput(f"L'élément n° {i} du batch est vide.")
+            raise InvalidInput("data.batch_item_empty", "Item {n} of the batch is empty.", n=i)
         seqs.append(prompt + response + [eos])
         prompt_lens.append(len(prompt))
     width = max(len(s) for s in seqs)                                      # longest sequence
@@ -882,19 +914,19 @@ def make_instruction_loader(dataset: InstructionDataset, tokenizer: Any, batch_s
 def label_vocab(labels: Sequence[Any]) -> dict[str, int]:
     """``{label: class index}``, labels sorted by name. Needs at least two distinct labels."""
     if isinstance(labels, str) or not isinstance(labels, Iterable):
-        raise InvalidInput("Les étiquettes doivent être une liste.")
+        raise InvalidInput("data.labels_not_list", "The labels must be a list.")
     labels = list(labels)
     if not labels:
-        raise InvalidInput("Aucune étiquette : le jeu de données est vide.")
+        raise InvalidInput("data.no_labels", "No label: the dataset is empty.")
     names = []
     for i, lab in enumerate(labels, 1):
         if lab is None or (isinstance(lab, str) and not lab.strip()):
-            raise InvalidInput(f"L'exemple n° {i} n'a pas d'étiquette.")
+            raise InvalidInput("data.example_no_label", "Example {n} has no label.", n=i)
         names.append(str(lab).strip())
     distinct = sorted(set(names))
     if len(distinct) < 2:
-        raise InvalidInput(f"Tous les exemples ({len(names)}) ont la même étiquette « {distinct[0]} » : "
-                           "un classifieur a besoin d'au moins deux classes.")
+        raise InvalidInput("data.single_label", "All the examples ({n}) have the same label '{label}': a "
+                           "classifier needs at least two classes.", n=len(names), label=distinct[0][:60])
     return {name: i for i, name in enumerate(distinct)}
 
 
@@ -912,12 +944,13 @@ class ClassificationDataset(Dataset):
     def __init__(self, texts: Sequence[str], labels: Sequence[Any], tokenizer: Any,
                  max_length: int | None = None, vocab: dict[str, int] | None = None):
         if isinstance(texts, str):
-            raise InvalidInput("Il faut une liste de textes, pas un seul texte.")
+            raise InvalidInput("data.texts_is_text", "Expected a list of texts, not a single text.")
         texts, labels = list(texts), list(labels)
         if not texts:
-            raise InvalidInput("Le jeu de données de classification est vide.")
+            raise InvalidInput("data.classification_empty", "The classification dataset is empty.")
         if len(texts) != len(labels):
-            raise InvalidInput(f"Il y a {len(texts)} textes mais {len(labels)} étiquettes.")
+            raise InvalidInput("data.texts_labels_mismatch", "There are {n_texts} texts but {n_labels} labels.",
+                               n_texts=len(texts), n_labels=len(labels))
         if max_length is not None:
             max_length = _check_int(max_length, "max_length", 1)
         self.vocab = dict(vocab) if vocab is not None else label_vocab(labels)
@@ -926,10 +959,10 @@ class ClassificationDataset(Dataset):
         encoded = []
         for i, text in enumerate(texts, 1):
             if not isinstance(text, str) or not text.strip():
-                raise InvalidInput(f"Le texte de l'exemple n° {i} est vide.")
+                raise InvalidInput("data.example_text_empty", "The text of example {n} is empty.", n=i)
             ids = list(tokenizer.encode(text))
             if not ids:
-                raise InvalidInput(f"Le texte de l'exemple n° {i} ne donne aucun token.")
+                raise InvalidInput("data.example_text_no_tokens", "The text of example {n} gives no token.", n=i)
             encoded.append(ids)
         self.truncated = 0
         if max_length is not None:
@@ -951,8 +984,8 @@ class ClassificationDataset(Dataset):
         for i, lab in enumerate(labels, 1):
             key = str(lab).strip() if lab is not None else ""
             if key not in self.vocab:
-                raise InvalidInput(f"L'étiquette « {key} » de l'exemple n° {i} est inconnue "
-                                   f"(étiquettes : {', '.join(self.label_names)}).")
+                raise InvalidInput("data.unknown_label", "The label '{label}' of example {n} is unknown (labels: "
+                                   "{labels}).", label=key[:60], n=i, labels=", ".join(self.label_names))
             targets.append(self.vocab[key])
         self.targets = torch.tensor(targets, dtype=torch.long)                          # (N,)
 
@@ -974,21 +1007,24 @@ def split_records(records: Sequence[Any], fractions: Sequence[float] = (0.85, 0.
     there are too few examples.
     """
     if isinstance(records, (str, bytes)):
-        raise InvalidInput("split_records attend une liste d'exemples.")
+        raise InvalidInput("data.records_is_text", "split_records expects a list of examples.")
     items = list(records)
-    fr = [float(f) for f in fractions]
+    try:
+        fr = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        fr = []
     if not 2 <= len(fr) <= 3 or any(not 0 <= f <= 1 for f in fr) or fr[0] <= 0:
-        raise InvalidInput("Les proportions doivent être 2 ou 3 nombres entre 0 et 1, "
-                           "la première (entraînement) non nulle.")
+        raise InvalidInput("data.bad_fractions", "The proportions must be 2 or 3 numbers between 0 and 1, the "
+                           "first one (training) above 0.")
     if abs(sum(fr) - 1.0) > 1e-6:
-        raise InvalidInput(f"Les proportions doivent faire 1 au total (reçu : {sum(fr):g}).")
+        raise InvalidInput("data.fractions_sum", "The proportions must add up to 1 (got {total}).", total=sum(fr))
     n = len(items)
     if n == 0:
-        raise InvalidInput("Le jeu de données est vide : rien à découper.")
+        raise InvalidInput("data.nothing_to_split", "The dataset is empty: nothing to split.")
     needed = sum(1 for f in fr if f > 0)
     if n < needed:
-        raise InvalidInput(f"Il n'y a que {n} exemple(s) : il en faut au moins {needed} pour faire "
-                           "les parties entraînement/validation/test demandées.")
+        raise InvalidInput("data.too_few_to_split", "There are only {n} example(s): at least {needed} are needed "
+                           "for the requested training/validation/test parts.", n=n, needed=needed)
     if seed is not None:
         random.Random(seed).shuffle(items)
     counts = [max(1, round(n * f)) if f > 0 else 0 for f in fr[1:]]
@@ -1005,16 +1041,18 @@ def split_records(records: Sequence[Any], fractions: Sequence[float] = (0.85, 0.
 def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
     """Split a corpus into (train, validation) text at ``1 - val_fraction`` of its characters."""
     if not isinstance(text, str) or not text.strip():
-        raise InvalidInput("Le texte est vide : rien à découper.")
+        raise InvalidInput("data.text_empty_split", "The text is empty: nothing to split.")
     try:
         val_fraction = float(val_fraction)
     except (TypeError, ValueError):
-        raise InvalidInput(f"« val_fraction » doit être un nombre (reçu : {val_fraction!r}).") from None
+        raise InvalidInput("data.val_fraction_not_number", "The validation share must be a number (got {value}).",
+                           value=_shown(val_fraction)) from None
     if not 0 < val_fraction < 1:
-        raise InvalidInput(f"« val_fraction » doit être strictement entre 0 et 1 (reçu : {val_fraction:g}).")
+        raise InvalidInput("data.val_fraction_range", "The validation share must be strictly between 0 and 1 "
+                           "(got {value}).", value=val_fraction)
     cut = int(len(text) * (1 - val_fraction))
     train, val = text[:cut], text[cut:]
     if not train.strip() or not val.strip():
-        raise InvalidInput(f"Le texte ({len(text)} caractères) est trop court pour en réserver "
-                           f"{val_fraction:.0%} à la validation.")
+        raise InvalidInput("data.text_too_short_to_split", "The text ({n_chars} characters) is too short to keep "
+                           "{percent}% of it for validation.", n_chars=len(text), percent=round(val_fraction * 100, 1))
     return train, val

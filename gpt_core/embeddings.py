@@ -82,18 +82,17 @@ class InputEmbeddings:
 def input_embeddings(model: torch.nn.Module, tokenizer: Any, text: str, max_tokens: int = MAX_INPUT_TOKENS) -> InputEmbeddings:
     """Token rows, position rows and their sum, the block input, for the first tokens of ``text``."""
     if not isinstance(text, str) or not text.strip():
-        raise InvalidInput("Écrivez du texte pour voir ses plongements.")
+        raise InvalidInput("embeddings.no_text", "Type some text to see its embeddings.")
     if not isinstance(max_tokens, int) or max_tokens < 1:
-        raise InvalidInput("Le nombre de jetons affichés doit être un entier positif.")
+        raise InvalidInput("embeddings.bad_max_tokens", "The number of tokens shown must be a positive whole number.")
     all_ids = tokenizer.encode(text)
     if not all_ids:
-        raise InvalidInput("Ce texte ne donne aucun jeton avec ce tokenizer : essayez un autre texte.")
+        raise InvalidInput("embeddings.no_tokens", "This text gives no token with this tokenizer: try another text.")
     info = describe(model)
     ids = all_ids[: min(max_tokens, info.context_length)]
     if max(ids) >= info.vocab_size:
-        raise InvalidInput(
-            f"Le jeton {max(ids)} dépasse le vocabulaire du modèle ({info.vocab_size} lignes d'embedding)."
-        )
+        raise InvalidInput("embeddings.id_beyond_vocab", "Token {token_id} is beyond the model's vocabulary "
+                           "({rows} embedding rows).", token_id=max(ids), rows=info.vocab_size)
     with torch.inference_mode():
         _, trace = run_with_cache(model, ids)
     tok = _np(trace.tok_emb)
@@ -149,7 +148,7 @@ def position_info(model: torch.nn.Module, n_positions: int = 128) -> PositionInf
     """
     info = describe(model)
     if isinstance(n_positions, bool) or not isinstance(n_positions, int) or n_positions < 2:
-        raise InvalidInput("Choisissez au moins 2 positions.")
+        raise InvalidInput("embeddings.too_few_positions", "Choose at least 2 positions.")
     n = min(n_positions, info.context_length, MAX_POSITIONS)
     table = position_matrix(model)
     if table is not None:
@@ -177,19 +176,22 @@ def unit_embeddings(model: torch.nn.Module) -> torch.Tensor:
 def parse_words(raw: Any, max_words: int = MAX_WORDS) -> list[str]:
     """Words separated by commas, semicolons or new lines; blanks and repeats dropped."""
     if not isinstance(raw, str):
-        raise InvalidInput("Écrivez des mots séparés par des virgules, par exemple « roi, reine, homme, femme ».")
+        raise InvalidInput("embeddings.words_not_text",
+                           "Type words separated by commas, for example 'king, queen, man, woman'.")
     words: list[str] = []
     for item in re.split(r"[,;\n\r\t]+", raw):
         word = item.strip()
         if not word or word in words:
             continue
         if len(word) > MAX_WORD_CHARS:
-            raise InvalidInput(f"« {word[:20]}… » est trop long : un mot fait au plus {MAX_WORD_CHARS} caractères.")
+            raise InvalidInput("embeddings.word_too_long", "'{word}…' is too long: a word has at most {limit} "
+                               "characters.", word=word[:20], limit=MAX_WORD_CHARS)
         words.append(word)
     if not words:
-        raise InvalidInput("Écrivez au moins un mot, par exemple « roi, reine, homme, femme ».")
+        raise InvalidInput("embeddings.no_words", "Type at least one word, for example 'king, queen, man, woman'.")
     if len(words) > max_words:
-        raise InvalidInput(f"Trop de mots ({len(words)}) : {max_words} au plus.")
+        raise InvalidInput("embeddings.too_many_words", "Too many words ({n}): {limit} at most.",
+                           n=len(words), limit=max_words)
     return words
 
 
@@ -203,13 +205,15 @@ def word_ids(tokenizer: Any, word: str, leading_space: bool = True) -> list[int]
     text = " " + word if leading_space and _marks_spaces(tokenizer) else word
     ids = tokenizer.encode(text, allow_special=False)
     if not ids:
-        raise InvalidInput(f"« {word} » ne donne aucun jeton avec ce tokenizer.")
+        raise InvalidInput("embeddings.word_no_tokens", "'{word}' gives no token with this tokenizer.",
+                           word=word[:MAX_WORD_CHARS])
     return ids
 
 
 def _pool(unit_or_emb: torch.Tensor, ids: Sequence[int], pooling: str) -> torch.Tensor:
     if pooling not in POOLINGS:
-        raise InvalidInput(f"Mode de regroupement inconnu « {pooling} » : choisissez « mean » ou « first ».")
+        raise InvalidInput("embeddings.unknown_pooling", "Unknown pooling '{name}': choose 'mean' or 'first'.",
+                           name=str(pooling)[:40])
     rows = unit_or_emb[list(ids)]
     return rows.mean(0) if pooling == "mean" else rows[0]
 
@@ -224,7 +228,8 @@ class Neighbour:
 
 def _check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= MAX_NEIGHBOURS:
-        raise InvalidInput(f"Le nombre de voisins doit être un entier entre 0 et {MAX_NEIGHBOURS} (reçu : {k!r}).")
+        raise InvalidInput("embeddings.bad_k", "The number of neighbours must be a whole number between 0 and "
+                           "{limit} (got {value}).", limit=MAX_NEIGHBOURS, value=repr(k)[:40])
     return k
 
 
@@ -272,10 +277,11 @@ def neighbours_of_word(unit: torch.Tensor, tokenizer: Any, word: str, k: int = 1
                        leading_space: bool = True) -> NeighbourTable:
     """Nearest tokens of a word (its tokens themselves excluded), sorted by cosine."""
     if not isinstance(word, str) or not word.strip():
-        raise InvalidInput("Écrivez un mot ou un jeton.")
+        raise InvalidInput("embeddings.no_word", "Type a word or a token.")
     word = word.strip() if leading_space else word
     if len(word) > MAX_WORD_CHARS:
-        raise InvalidInput(f"Un mot fait au plus {MAX_WORD_CHARS} caractères.")
+        raise InvalidInput("embeddings.word_too_long", "'{word}…' is too long: a word has at most {limit} "
+                           "characters.", word=word[:20], limit=MAX_WORD_CHARS)
     ids = word_ids(tokenizer, word, leading_space)
     vec = _pool(unit, ids, pooling)
     return NeighbourTable(word, ids, [tokenizer.decode([i]) for i in ids],
@@ -286,7 +292,8 @@ def neighbours_of_id(unit: torch.Tensor, tokenizer: Any, token_id: Any, k: int =
     """Nearest tokens of one token id (itself excluded), sorted by cosine."""
     token_id = tokenizer._check_id(token_id)
     if token_id >= unit.shape[0]:
-        raise InvalidInput(f"Le jeton {token_id} n'a pas de ligne dans la matrice d'embedding ({unit.shape[0]} lignes).")
+        raise InvalidInput("embeddings.id_beyond_vocab", "Token {token_id} is beyond the model's vocabulary "
+                           "({rows} embedding rows).", token_id=token_id, rows=int(unit.shape[0]))
     text = tokenizer.decode([token_id])
     return NeighbourTable(text, [token_id], [text],
                           nearest_neighbours(unit, tokenizer, unit[token_id], k, exclude=[token_id]))
@@ -351,7 +358,7 @@ def project_words(model: torch.nn.Module, tokenizer: Any, words: Sequence[str] |
     else:
         words = parse_words(", ".join(str(w) for w in words))
     if dims not in (2, 3):
-        raise InvalidInput("La projection se fait en 2 ou 3 dimensions.")
+        raise InvalidInput("embeddings.bad_dims", "The projection has 2 or 3 dimensions.")
     k = _check_k(k)
     if unit is None:
         unit = unit_embeddings(model)
@@ -369,7 +376,8 @@ def project_words(model: torch.nn.Module, tokenizer: Any, words: Sequence[str] |
             neighbour_points.append((w, n))
     n_points = len(word_points) + len(neighbour_points)
     if n_points < 2:
-        raise InvalidInput("Il faut au moins 2 points pour une projection : ajoutez un mot ou des voisins.")
+        raise InvalidInput("embeddings.too_few_points", "A projection needs at least 2 points: add a word or "
+                           "some neighbours.")
     for _, _, vec in word_points:
         vectors.append(vec / vec.norm().clamp_min(1e-12))
     for _, n in neighbour_points:

@@ -4,9 +4,12 @@
 * :func:`classification_report` — accuracy, confusion matrix, per-class scores
   and the majority-class baseline a classifier must beat;
 * :func:`generate_answers` — greedy answers to Alpaca-style examples, saved as
-  JSON with :func:`save_json` (seed 001: expected vs generated);
+  JSON with :func:`save_json` (expected vs generated, side by side);
+* :func:`continue_text`, :func:`next_token_probs`, :func:`top_token_union`,
+  :func:`class_probabilities` — what one prompt gives, to compare a model
+  before and after training;
 * :func:`ollama_judge` — optional scores from a local LLM served by Ollama;
-* :func:`wandb_logger` — optional Weights & Biases tracking (seed 002).
+* :func:`wandb_logger` — optional Weights & Biases tracking.
 """
 from __future__ import annotations
 
@@ -21,13 +24,15 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from .decoding import context_length_of, greedy
-from .errors import GPTCoreError, InvalidInput
-from .train import _unwrap, evaluate_batches, last_token_logits, model_logits, _unpack
+from .backend import backend_of
+from .data import format_alpaca
+from .errors import GPTCoreError, InvalidInput, Message, note
+from .train import continuation_ids, evaluate_batches, last_token_logits, model_logits, _unpack
 
 __all__ = [
     "lm_loss", "classification_report", "generate_answers", "save_json", "ollama_judge",
-    "OllamaUnavailable", "wandb_logger", "WandbLogger", "alpaca_prompt",
+    "OllamaUnavailable", "wandb_logger", "WandbLogger", "alpaca_prompt", "evaluating", "continue_text",
+    "next_token_probs", "top_token_union", "class_probabilities",
 ]
 
 
@@ -47,7 +52,7 @@ def lm_loss(model: nn.Module, batches: Iterable, max_batches: int = 0) -> tuple[
     """Mean next-token cross-entropy (targets -100 ignored) and its perplexity exp(loss)."""
     result = evaluate_batches(model, batches, "lm", device=_device_of(model), max_batches=max_batches)
     if not result["batches"]:
-        raise InvalidInput("Aucun batch à évaluer : le jeu de validation est vide.")
+        raise InvalidInput("evaluate.no_batch", "Nothing to evaluate: the validation set is empty.")
     loss = result["loss"]
     return loss, float(torch.exp(torch.tensor(min(loss, 50.0))))
 
@@ -65,7 +70,7 @@ def classification_report(model: nn.Module, batches: Iterable, labels: Sequence[
     labels = list(labels)
     k = len(labels)
     if k < 2:
-        raise InvalidInput("Il faut au moins deux classes pour un rapport de classification.")
+        raise InvalidInput("evaluate.too_few_classes", "A classification report needs at least two classes.")
     device = _device_of(model)
     confusion = [[0] * k for _ in range(k)]
     predictions: list[int] = []
@@ -79,14 +84,15 @@ def classification_report(model: nn.Module, batches: Iterable, labels: Sequence[
                 pred = last_token_logits(logits, lengths, mask).argmax(-1).cpu()
                 for t, p in zip(targets.tolist(), pred.tolist()):
                     if not 0 <= t < k or not 0 <= p < k:
-                        raise InvalidInput(f"La classe {max(t, p)} n'existe pas : il n'y a que {k} étiquettes.")
+                        raise InvalidInput("evaluate.unknown_class", "Class {index} does not exist: there are only "
+                                           "{n_labels} labels.", index=max(t, p), n_labels=k)
                     confusion[t][p] += 1
                     predictions.append(p)
     finally:
         model.train(was_training)
     n = sum(map(sum, confusion))
     if n == 0:
-        raise InvalidInput("Aucun exemple à évaluer : le jeu de test est vide.")
+        raise InvalidInput("evaluate.empty_test_set", "Nothing to evaluate: the test set is empty.")
     correct = sum(confusion[i][i] for i in range(k))
     per_class = {}
     for i, name in enumerate(labels):
@@ -106,37 +112,18 @@ def classification_report(model: nn.Module, batches: Iterable, labels: Sequence[
 # ------------------------------------------------------------------- answers
 def alpaca_prompt(example: dict) -> str:
     """The Alpaca prompt of an example (instruction, optional input), ending where the answer starts."""
-    try:
-        from .data import format_alpaca  # the data pipeline's formatter when it exists
-    except ImportError:
-        format_alpaca = None
-    if format_alpaca is not None:
-        return format_alpaca(example)[0]  # (prompt, response)
-    text = ("Below is an instruction that describes a task. Write a response that appropriately "
-            f"completes the request.\n\n### Instruction:\n{example.get('instruction', '')}")
-    if example.get("input"):
-        text += f"\n\n### Input:\n{example['input']}"
-    return text + "\n\n### Response:\n"
-
-
-def _greedy_ids(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None) -> list[int]:
-    """Greedy continuation ids (the prompt excluded); a prompt too long keeps its last tokens."""
-    base = _unwrap(model)
-    ctx = context_length_of(base)
-    room = max(1, min(max_new_tokens, ctx // 2))
-    prompt_ids = list(prompt_ids)[-(ctx - room):]
-    new = list(greedy(base, prompt_ids, min(max_new_tokens, ctx), eos_id=eos_id, trace=False).new_ids)
-    return new[:-1] if new and eos_id is not None and new[-1] == eos_id else new
+    return format_alpaca(example)[0]  # (prompt, response)
 
 
 def generate_answers(model: nn.Module, tokenizer, examples: Sequence[dict], max_new_tokens: int = 128) -> list[dict]:
     """Greedy answers to Alpaca-style examples (``instruction``, ``input``, ``output``).
 
     Returns ``[{"instruction", "input", "expected", "generated"}, ...]``, the
-    JSON that seed 001 compares (and that :func:`ollama_judge` scores).
+    JSON to compare side by side (and that :func:`ollama_judge` scores).
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise InvalidInput(f"Le nombre de tokens à générer doit être un entier ≥ 1 (reçu : {max_new_tokens!r}).")
+        raise InvalidInput("train.bad_whole", "{field} must be a whole number of at least {minimum} (got {value}).",
+                           field="max_new_tokens", minimum=1, value=repr(max_new_tokens))
     eos_id = getattr(tokenizer, "eos_id", None)
     was_training = model.training
     model.eval()
@@ -145,9 +132,10 @@ def generate_answers(model: nn.Module, tokenizer, examples: Sequence[dict], max_
         with torch.no_grad():
             for example in examples:
                 if not isinstance(example, dict) or "instruction" not in example:
-                    raise InvalidInput("Chaque exemple doit être un dict avec au moins la clé « instruction ».")
+                    raise InvalidInput("evaluate.bad_example", "Each example must be a dict with at least the key "
+                                       "'instruction'.")
                 prompt_ids = tokenizer.encode(alpaca_prompt(example))
-                new_ids = _greedy_ids(model, prompt_ids, max_new_tokens, eos_id)
+                new_ids = continuation_ids(model, prompt_ids, max_new_tokens, eos_id)
                 text = tokenizer.decode(new_ids)
                 text = text.split("### Instruction:")[0].replace("### Response:", "").strip()
                 results.append({"instruction": example["instruction"], "input": example.get("input", ""),
@@ -155,6 +143,72 @@ def generate_answers(model: nn.Module, tokenizer, examples: Sequence[dict], max_
     finally:
         model.train(was_training)
     return results
+
+
+class evaluating:
+    """Eval mode and no gradients inside the block; the model's previous mode comes back after."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.was_training = model, model.training
+        self.no_grad = torch.inference_mode()
+
+    def __enter__(self) -> nn.Module:
+        self.model.eval()
+        self.no_grad.__enter__()
+        return self.model
+
+    def __exit__(self, *exc) -> bool:
+        self.no_grad.__exit__(*exc)
+        self.model.train(self.was_training)
+        return False
+
+
+def _prompt_ids(tokenizer, prompt: str) -> list[int]:
+    ids = list(tokenizer.encode(prompt)) if isinstance(prompt, str) and prompt.strip() else []
+    if not ids:
+        raise InvalidInput("evaluate.empty_prompt", "The prompt is empty: type a few words.")
+    return ids
+
+
+def continue_text(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int, stop: str | None = None) -> str:
+    """The greedy continuation of ``prompt`` (without the prompt), cut at ``stop`` and stripped when given.
+
+    The model is left as it was (mode, weights); a peft wrapper answers with its adapters.
+    """
+    ids = _prompt_ids(tokenizer, prompt)
+    with evaluating(model):
+        new = continuation_ids(model, ids, max_new_tokens, getattr(tokenizer, "eos_id", None))
+    text = tokenizer.decode(new)
+    return text.split(stop)[0].strip() if stop else text
+
+
+def next_token_probs(model: nn.Module, tokenizer, prompt: str) -> torch.Tensor:
+    """The probabilities (vocab,) of the token after ``prompt`` (its last tokens when too long), on the CPU."""
+    ids = _prompt_ids(tokenizer, prompt)[-backend_of(model).context_length:]
+    with evaluating(model):
+        x = torch.tensor([ids], device=_device_of(model))
+        return model_logits(model, x)[0, -1].float().softmax(-1).cpu()
+
+
+def top_token_union(before: torch.Tensor, after: torch.Tensor, k: int = 8, limit: int = 12) -> list[int]:
+    """The ``k`` most probable ids after training, then those before training not yet listed (``limit`` ids at most)."""
+    order = [int(i) for i in torch.topk(after, min(k, after.numel())).indices]
+    for i in torch.topk(before, min(k, before.numel())).indices.tolist():
+        if len(order) >= max(k, limit):
+            break
+        if int(i) not in order:
+            order.append(int(i))
+    return order
+
+
+def class_probabilities(model: nn.Module, tokenizer, text: str, max_length: int) -> list[float]:
+    """A classifier's class probabilities for one text (its first ``max_length`` tokens, read at the last one)."""
+    ids = list(tokenizer.encode(text))[:max_length] if isinstance(text, str) and text.strip() else []
+    if not ids:
+        raise InvalidInput("evaluate.empty_text", "The text to classify is empty: type a few words.")
+    with evaluating(model):
+        x = torch.tensor([ids], device=_device_of(model))
+        return model_logits(model, x)[0, -1].float().softmax(-1).cpu().tolist()
 
 
 def save_json(data, path: str | os.PathLike) -> Path:
@@ -192,7 +246,7 @@ def _parse_score(text: str) -> int | None:
 
 def ollama_judge(items: Sequence[dict], model: str = "llama3", url: str = "http://127.0.0.1:11434",
                  timeout: float = 3.0, request_timeout: float = 120.0) -> dict:
-    """Score generated answers 0-100 with a model served by a local Ollama (seed 001).
+    """Score generated answers 0-100 with a model served by a local Ollama.
 
     Each item needs ``instruction``, ``expected`` and ``generated`` (as
     :func:`generate_answers` returns them). Returns ``{"scores": [int | None],
@@ -203,16 +257,16 @@ def ollama_judge(items: Sequence[dict], model: str = "llama3", url: str = "http:
     """
     url = (url or "").rstrip("/")
     if not re.match(r"^https?://[^\s/]+$", url):
-        raise InvalidInput(f"« {url} » n'est pas une adresse de serveur Ollama valide (ex. http://127.0.0.1:11434).")
+        raise InvalidInput("evaluate.bad_ollama_url", "'{url}' is not a valid Ollama server address "
+                           "(e.g. http://127.0.0.1:11434).", url=url)
     host = url.split("://", 1)[1]
     try:
         with urllib.request.urlopen(url + "/api/tags", timeout=timeout) as response:
             response.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise OllamaUnavailable(
-            f"Aucun serveur Ollama ne répond sur {host} : installez Ollama, lancez « ollama serve » "
-            f"puis « ollama pull {model} » ({getattr(exc, 'reason', exc)})."
-        ) from None
+        raise OllamaUnavailable("evaluate.ollama_down", "No Ollama server answers on {host}: install Ollama, run "
+                                "'ollama serve' then 'ollama pull {model}' ({detail}).", host=host, model=model,
+                                detail=str(getattr(exc, "reason", exc))) from None
     scores: list[int | None] = []
     for item in items:
         body = json.dumps({"model": model, "prompt": _judge_prompt(item), "stream": False,
@@ -224,12 +278,13 @@ def ollama_judge(items: Sequence[dict], model: str = "llama3", url: str = "http:
                 reply = json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
-                raise OllamaUnavailable(
-                    f"Le modèle « {model} » n'est pas installé dans Ollama : lancez « ollama pull {model} »."
-                ) from None
-            raise OllamaUnavailable(f"Le serveur Ollama sur {host} a répondu par l'erreur HTTP {exc.code}.") from None
+                raise OllamaUnavailable("evaluate.ollama_no_model", "The model '{model}' is not installed in Ollama: "
+                                        "run 'ollama pull {model}'.", model=model) from None
+            raise OllamaUnavailable("evaluate.ollama_http", "The Ollama server on {host} answered with HTTP error "
+                                    "{status}.", host=host, status=exc.code) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise OllamaUnavailable(f"Le serveur Ollama sur {host} ne répond plus ({exc}).") from None
+            raise OllamaUnavailable("evaluate.ollama_gone", "The Ollama server on {host} stopped answering "
+                                    "({detail}).", host=host, detail=str(exc)) from None
         scores.append(_parse_score(str(reply.get("response", ""))))
     valid = [s for s in scores if s is not None]
     return {"scores": scores, "mean": sum(valid) / len(valid) if valid else None, "model": model, "url": url}
@@ -268,18 +323,20 @@ def _wandb_configured() -> bool:
         return False
 
 
-def wandb_logger(project: str, config: dict | None = None) -> tuple[WandbLogger | None, str | None]:
+def wandb_logger(project: str, config: dict | None = None) -> tuple[WandbLogger | None, Message | None]:
     """``(logger, None)`` when wandb is installed and logged in, else ``(None, reason)``."""
     if not isinstance(project, str) or not project.strip():
-        return None, "Indiquez un nom de projet Weights & Biases."
+        return None, note("evaluate.wandb_no_project", "Give a Weights & Biases project name.")
     try:
         import wandb  # optional, never a requirement
     except ImportError:
-        return None, "Le paquet wandb n'est pas installé (pip install wandb) : suivi Weights & Biases désactivé."
+        return None, note("evaluate.wandb_missing", "The wandb package is not installed (pip install wandb): "
+                          "Weights & Biases tracking is off.")
     if not _wandb_configured():
-        return None, "Weights & Biases n'est pas configuré : lancez « wandb login » ou définissez WANDB_API_KEY."
+        return None, note("evaluate.wandb_no_login", "Weights & Biases is not set up: run 'wandb login' or set "
+                          "WANDB_API_KEY.")
     try:
         run = wandb.init(project=project.strip(), config=config or {}, reinit=True)
     except Exception as exc:  # network, credentials, ...
-        return None, f"Weights & Biases n'a pas pu démarrer : {exc}"
+        return None, note("evaluate.wandb_failed", "Weights & Biases could not start: {detail}", detail=str(exc))
     return WandbLogger(run), None

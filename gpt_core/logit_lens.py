@@ -45,19 +45,21 @@ class LogitLens:
 def check_positions(positions, n_tokens: int) -> list[int]:
     """Validate query positions (negative ones count from the end, as in Python)."""
     if n_tokens <= 0:
-        raise InvalidInput("The logit lens needs at least one token.")
+        raise InvalidInput("logit_lens.no_tokens", "The logit lens needs at least one token.")
     if positions is None:
         return list(range(n_tokens))
     out = []
     for p in positions:
         if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
-            raise InvalidInput(f"A position must be a whole number, not {p!r}.")
+            raise InvalidInput("logit_lens.position_not_whole", "A position must be a whole number (got '{value}').",
+                               value=repr(p)[:40])
         q = int(p) + n_tokens if p < 0 else int(p)
         if not 0 <= q < n_tokens:
-            raise InvalidInput(f"Position {int(p)} is outside the text ({n_tokens} tokens).")
+            raise InvalidInput("logit_lens.position_outside", "Position {position} is outside the text "
+                               "({n_tokens} tokens).", position=int(p), n_tokens=n_tokens)
         out.append(q)
     if not out:
-        raise InvalidInput("Choose at least one position for the logit lens.")
+        raise InvalidInput("logit_lens.no_position", "Choose at least one position for the logit lens.")
     return out
 
 
@@ -69,7 +71,8 @@ def logit_lens(model: nn.Module, trace: Trace, k: int = 5, positions=None) -> Lo
     of candidates kept per cell.
     """
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
-        raise InvalidInput(f"k must be a whole number between 1 and 100, not {k!r}.")
+        raise InvalidInput("logit_lens.bad_k", "The number of candidates k must be a whole number between 1 "
+                           "and 100 (got '{value}').", value=repr(k)[:40])
     T = len(trace.ids)
     pos = check_positions(positions, T)
     index = torch.tensor(pos, dtype=torch.long)

@@ -1,10 +1,15 @@
-"""A GPT written from scratch (seed 004), numerically identical to Hugging Face GPT-2.
+"""A GPT written from scratch, numerically identical to Hugging Face GPT-2.
 
 Module names follow what the app shows: token embedding + position embedding ->
 N x TransformerBlock (LayerNorm -> MultiHeadAttention -> residual, LayerNorm ->
 FeedForward -> residual) -> final LayerNorm -> output head (tied to the token
 embedding). Identity ``HookPoint`` modules mark the sites that ``gpt_core.trace``
 reads, in the spirit of TransformerLens.
+
+There is one forward pass, in two shapes: :meth:`GPT.forward` reads T tokens
+(with an optional KV cache), and :meth:`GPT.decode_step` reads one token with
+static shapes (for CUDA graphs). Both go through the same sub-steps of each
+block (query/key/value split, output projection, residual additions).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPTConfig
+from .errors import InvalidInput
 
 
 class HookPoint(nn.Identity):
@@ -77,10 +83,17 @@ class KVCache:
         self.max_len = max_len
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, past: int):
+        """Store k, v (B, nh, T, hs) after ``past`` positions; return every position so far."""
         end = past + k.size(2)
         self.k[layer, :, :, past:end] = k
         self.v[layer, :, :, past:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def write_at(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, span: int):
+        """Static-shape update: store k, v (B, nh, 1, hs) at ``pos`` (a (1,) tensor); return the first ``span``."""
+        self.k[layer].index_copy_(2, pos, k)  # self.k[layer]: (B, nh, max_len, hs)
+        self.v[layer].index_copy_(2, pos, v)
+        return self.k[layer][:, :, :span], self.v[layer][:, :, :span]  # (B, nh, span, hs)
 
     def reorder(self, index: torch.Tensor) -> None:
         self.k = self.k.index_select(1, index)
@@ -114,12 +127,24 @@ class MultiHeadAttention(nn.Module):
         mask = torch.triu(torch.ones(ctx, ctx, dtype=torch.bool), diagonal=1)
         self.register_buffer("mask", mask, persistent=False)  # True above the diagonal = future
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, past: int = 0) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Project x (B, T, C) to queries, keys and values, each split into heads (B, nh, T, hs)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        return q, k, v
+
+    def _merge(self, out: torch.Tensor) -> torch.Tensor:
+        """Put the heads (B, nh, T, hs) side by side again and apply the output projection."""
+        B, _, T, _ = out.shape
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, C)
+        return self.out_proj(out)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, past: int = 0) -> torch.Tensor:
+        T = x.size(1)
+        q, k, v = self._heads(x)  # 3 x (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v, past)  # (B, nh, past+T, hs)
         S = k.size(2)
@@ -138,8 +163,27 @@ class MultiHeadAttention(nn.Module):
             else:
                 allowed = ~self.mask[past:past + T, :S]
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)
-        out = out.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
-        return self.out_proj(out)
+        return self._merge(out)
+
+    def decode_step(self, x: torch.Tensor, cache: KVCache, pos: torch.Tensor, span: int,
+                    bias: torch.Tensor, attention: str = "sdpa") -> torch.Tensor:
+        """One new position x (B, 1, C) at ``pos``, with static shapes (no Python-side lengths).
+
+        Its key and value go into ``cache`` at ``pos``; the query attends over the
+        first ``span`` cache entries, ``bias`` (1, 1, 1, span: 0 or -inf) hiding
+        those after ``pos``. ``attention`` is "sdpa" (fused kernel) or "matmul"
+        (scale * q k^T + bias, softmax, @ v). Eval mode only: no dropout, no pattern hook.
+        """
+        q, k, v = self._heads(x)  # 3 x (B, nh, 1, hs)
+        keys, values = cache.write_at(self.layer_idx, k, v, pos, span)  # (B, nh, span, hs)
+        if attention == "sdpa":
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)  # (B, nh, 1, hs)
+        else:
+            B = x.size(0)
+            scores = torch.baddbmm(bias[0], q.flatten(0, 1), keys.flatten(0, 1).transpose(1, 2),
+                                   alpha=1 / math.sqrt(self.head_dim))  # (B*nh, 1, span)
+            out = (scores.softmax(dim=-1) @ values.flatten(0, 1)).view(B, self.n_heads, 1, self.head_dim)
+        return self._merge(out)
 
 
 class TransformerBlock(nn.Module):
@@ -153,14 +197,21 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(cfg)
         self.drop_resid = nn.Dropout(cfg.drop_rate)
         self.hook_resid_pre = HookPoint()
-        self.hook_attn_out = HookPoint()
-        self.hook_mlp_out = HookPoint()
+
+    def _add_branches(self, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+        """The two residual additions: x + attention output, then + ff(norm2(x))."""
+        x = x + self.drop_resid(attn_out)
+        return x + self.drop_resid(self.ff(self.norm2(x)))
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, past: int = 0) -> torch.Tensor:
         x = self.hook_resid_pre(x)  # (B, T, C)
-        x = x + self.drop_resid(self.hook_attn_out(self.att(self.norm1(x), cache, past)))
-        x = x + self.drop_resid(self.hook_mlp_out(self.ff(self.norm2(x))))
-        return x
+        return self._add_branches(x, self.att(self.norm1(x), cache, past))
+
+    def decode_step(self, x: torch.Tensor, cache: KVCache, pos: torch.Tensor, span: int,
+                    bias: torch.Tensor, attention: str = "sdpa") -> torch.Tensor:
+        """:meth:`forward` for one token with static shapes (see ``MultiHeadAttention.decode_step``)."""
+        x = self.hook_resid_pre(x)  # (B, 1, C)
+        return self._add_branches(x, self.att.decode_step(self.norm1(x), cache, pos, span, bias, attention))
 
 
 def _store_transposed(linear: nn.Linear) -> None:
@@ -214,28 +265,53 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.att.explicit = on
 
+    def _embed(self, idx: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Token embedding + position embedding: idx (B, T), pos (T,) -> (B, T, C)."""
+        x = self.hook_tok_emb(self.tok_emb(idx)) + self.hook_pos_emb(self.pos_emb(pos))  # (B, T, C)
+        return self.drop_emb(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm then output head: (B, T, C) -> (B, T, vocab)."""
+        return self.out_head(self.hook_final_norm(self.final_norm(x)))
+
     def forward(
         self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
     ) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab) (or (B, 1, vocab) with last_only)."""
-        B, T = idx.shape
+        T = idx.size(1)
         past = cache.length if cache is not None else 0
         limit = min(self.cfg.context_length, cache.max_len if cache is not None else 10**12)
         if past + T > limit:
-            raise ValueError(
-                f"{past + T} positions exceed the context window of {limit} tokens"
-            )
-        pos = torch.arange(past, past + T, device=idx.device)
-        x = self.hook_tok_emb(self.tok_emb(idx)) + self.hook_pos_emb(self.pos_emb(pos))  # (B, T, C)
-        x = self.drop_emb(x)
+            raise InvalidInput("model.context_overflow",
+                               "{n} positions exceed the context window of {limit} tokens.",
+                               n=past + T, limit=limit)
+        x = self._embed(idx, torch.arange(past, past + T, device=idx.device))
         for block in self.blocks:
             x = block(x, cache, past)
         if cache is not None:
             cache.length = past + T
         if last_only:
-            x = x[:, -1:, :]  # seed 004: only the last position predicts the next token
-        x = self.hook_final_norm(self.final_norm(x))
-        return self.out_head(x)  # (B, T, vocab)
+            x = x[:, -1:, :]  # only the last position predicts the next token: skip the others' head
+        return self._logits(x)  # (B, T, vocab)
+
+    def decode_step(self, tok: torch.Tensor, pos: torch.Tensor, cache: KVCache, span: int,
+                    attention: str = "sdpa") -> torch.Tensor:
+        """One decode step with static shapes, so that it can be captured in a CUDA graph.
+
+        ``tok`` (B, 1) sits at position ``pos``, a (1,) tensor on the device with
+        ``pos < span <= cache.max_len``. Each block writes its key and value into
+        ``cache`` at ``pos`` and attends over the first ``span`` entries, those
+        after ``pos`` hidden by an additive mask. Same arithmetic as :meth:`forward`
+        in eval mode, without Python-side lengths (``cache.length`` is not used).
+        Returns logits (B, 1, vocab).
+        """
+        where = torch.arange(span, device=tok.device)
+        bias = torch.zeros(1, 1, 1, span, device=tok.device, dtype=self.tok_emb.weight.dtype)
+        bias = bias.masked_fill(where > pos, float("-inf"))  # (1, 1, 1, span): the future is hidden
+        x = self._embed(tok, pos)  # (B, 1, C)
+        for block in self.blocks:
+            x = block.decode_step(x, cache, pos, span, bias, attention)
+        return self._logits(x)
 
     def num_parameters(self, count_tied_once: bool = True) -> int:
         params = {id(p): p for p in self.parameters()} if count_tied_once else None
@@ -284,8 +360,16 @@ class GPT(nn.Module):
             missing, unexpected = model.load_state_dict(ours, strict=False)
         missing = [m for m in missing if m != "out_head.weight"]
         if missing or unexpected:
-            raise ValueError(f"GPT-2 weights do not fit: missing {missing}, unexpected {unexpected}")
+            raise InvalidInput("model.weights_mismatch",
+                               "These GPT-2 weights do not fit: missing {missing}, unexpected {unexpected}.",
+                               missing=_names(missing), unexpected=_names(unexpected))
         return model.eval()
+
+
+def _names(keys: list[str], shown: int = 5) -> str:
+    """A short list of state-dict keys for a message: the first few, then how many more."""
+    more = f" (+{len(keys) - shown})" if len(keys) > shown else ""
+    return (", ".join(keys[:shown]) or "none") + more
 
 
 # -------------------------------------------------------------------- checkpoints
@@ -299,7 +383,9 @@ def save_checkpoint(model: GPT, path: str | os.PathLike, extra: dict | None = No
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "out_head.weight"}
+    tied = model.out_head.weight is model.tok_emb.weight  # a tied head is rebuilt on load, not stored twice
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+             if not (tied and k == "out_head.weight")}
     meta = {"gpt_core": 1, "config": model.cfg.to_dict(), **(extra or {})}
     tmp_w, tmp_c = path / "model.safetensors.tmp", path / "config.json.tmp"
     save_file(state, str(tmp_w))
@@ -319,10 +405,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> GPT:
     path = Path(path)
     meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
     if "gpt_core" not in meta:
-        raise ValueError(f"{path} is not a gpt_core checkpoint (config.json lacks the 'gpt_core' key)")
+        raise InvalidInput("model.not_a_checkpoint",
+                           "{path} is not a gpt_core checkpoint (config.json lacks the 'gpt_core' key).",
+                           path=str(path))
     model = GPT(GPTConfig.from_dict(meta["config"]))
     state = load_file(str(path / "model.safetensors"), device=map_location)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if [m for m in missing if m != "out_head.weight"] or unexpected:
-        raise ValueError(f"checkpoint {path} does not match its config")
+        raise InvalidInput("model.checkpoint_mismatch", "The checkpoint {path} does not match its config.",
+                           path=str(path))
     return model.eval()

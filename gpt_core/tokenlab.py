@@ -13,8 +13,8 @@ Pure functions over :mod:`gpt_core.tokenizers` (no Streamlit, no printing):
 * :func:`read_upload` - bytes of an uploaded file to text, with readable errors;
 * :func:`tokens_csv` / :func:`tokens_json` - exports.
 
-Every error a user can cause is an :class:`~gpt_core.errors.InvalidInput` whose
-message is a French sentence that the app shows as is.
+Every error a user can cause is an :class:`~gpt_core.errors.InvalidInput` with a
+stable code (``tokenlab.*``) that the app says in the user's language.
 """
 from __future__ import annotations
 
@@ -75,11 +75,6 @@ _BYTE_TO_CHAR = bytes_to_unicode()
 _CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
 _SP_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 _SP_SPACE = "\u2581"
-
-
-def _n(x: int) -> str:
-    """12345 -> '12 345' (French thousands separator)."""
-    return f"{x:,}".replace(",", "\u202f")
 
 
 # --------------------------------------------------------------------------- comparison
@@ -186,9 +181,10 @@ def compare_tokenizers(tokenizers: Sequence[Tokenizer], text: str, allow_special
     """Tokenise ``text`` with 1 to 4 tokenizers and gather what the lab shows."""
     tokenizers = list(tokenizers)
     if not tokenizers:
-        raise InvalidInput("Choisissez au moins un tokenizer à comparer.")
+        raise InvalidInput("tokenlab.no_tokenizer", "Choose at least one tokenizer to compare.")
     if len(tokenizers) > MAX_COMPARED:
-        raise InvalidInput(f"On compare au plus {MAX_COMPARED} tokenizers à la fois (reçu : {len(tokenizers)}).")
+        raise InvalidInput("tokenlab.too_many_tokenizers", "At most {limit} tokenizers can be compared at once "
+                           "(got {n}).", limit=MAX_COMPARED, n=len(tokenizers))
     text = clean_text(text)
     tokenised = []
     for tok in tokenizers:
@@ -321,11 +317,10 @@ def bpe_walkthrough(tokenizer: Tokenizer, text: str, allow_special: bool = True)
     check that the step-through ends where ``encode`` does.
     """
     if not hasattr(tokenizer, "bpe_steps") or not hasattr(tokenizer, "mergeable_ranks"):
-        raise InvalidInput(
-            f"Le détail des fusions BPE n'est disponible que pour GPT-2 (pas pour « {getattr(tokenizer, 'name', '?')} »)."
-        )
+        raise InvalidInput("tokenlab.bpe_needs_gpt2", "The step-by-step BPE merges are only available for GPT-2 "
+                           "(not for '{name}').", name=str(getattr(tokenizer, "name", "?"))[:60])
     if not isinstance(text, str) or not text:
-        raise InvalidInput("Écrivez un mot (ou une courte phrase) pour voir ses fusions BPE.")
+        raise InvalidInput("tokenlab.bpe_no_text", "Type a word (or a short sentence) to see its BPE merges.")
     chunks: list[BpeChunk] = []
     for chunk, steps in tokenizer.bpe_steps(text, allow_special=allow_special):
         if allow_special and chunk in tokenizer.special_tokens:
@@ -349,14 +344,14 @@ def _check_vocab_size(vocab_size: Any) -> int:
                 raise ValueError
             vocab_size = int(vocab_size)
         except (TypeError, ValueError, OverflowError):
-            raise InvalidInput(
-                f"La taille du vocabulaire doit être un nombre entier (reçu : {vocab_size!r})."
-            ) from None
+            raise InvalidInput("tokenlab.vocab_not_whole", "The vocabulary size must be a whole number (got {value}).",
+                               value=repr(vocab_size)[:40]) from None
     if not MIN_TRAIN_VOCAB <= vocab_size <= MAX_TRAIN_VOCAB:
         raise InvalidInput(
-            f"La taille du vocabulaire doit être comprise entre {MIN_TRAIN_VOCAB} et "
-            f"{_n(MAX_TRAIN_VOCAB)} (reçu : {_n(vocab_size)}) : 257 tokens servent déjà aux 256 octets "
-            "et à <|endoftext|>, et un petit corpus n'a pas de quoi remplir un grand vocabulaire."
+            "tokenlab.vocab_out_of_range",
+            "The vocabulary size must be between {minimum} and {maximum} (got {value}): 257 tokens already go to "
+            "the 256 bytes and <|endoftext|>, and a small corpus cannot fill a large vocabulary.",
+            minimum=MIN_TRAIN_VOCAB, maximum=MAX_TRAIN_VOCAB, value=vocab_size,
         )
     return vocab_size
 
@@ -386,23 +381,22 @@ def train_bpe(
     from gpt_core.tokenizers import HFTokenizer
 
     if not isinstance(corpus, str):
-        raise InvalidInput(f"Le corpus d'entraînement doit être du texte (reçu : {type(corpus).__name__}).")
+        raise InvalidInput("tokenlab.corpus_not_text", "The training corpus must be text (got {kind}).",
+                           kind=type(corpus).__name__)
     corpus = clean_text(corpus)
     vocab_size = _check_vocab_size(vocab_size)
     if not corpus.strip():
-        raise InvalidInput("Le corpus d'entraînement est vide : collez ou téléversez du texte.")
+        raise InvalidInput("tokenlab.corpus_empty", "The training corpus is empty: paste or upload some text.")
     if len(corpus) > MAX_TRAIN_CHARS:
-        raise InvalidInput(
-            f"Le corpus est trop long ({_n(len(corpus))} caractères) : la limite est de "
-            f"{_n(MAX_TRAIN_CHARS)} caractères."
-        )
+        raise InvalidInput("tokenlab.corpus_too_long", "The corpus is too long ({n_chars} characters): the limit is "
+                           "{limit} characters.", n_chars=len(corpus), limit=MAX_TRAIN_CHARS)
     if len(corpus) < vocab_size:
-        raise InvalidInput(
-            f"Le corpus ({_n(len(corpus))} caractères) est plus petit que le vocabulaire demandé "
-            f"({_n(vocab_size)} tokens) : ajoutez du texte ou choisissez un vocabulaire plus petit."
-        )
+        raise InvalidInput("tokenlab.corpus_smaller_than_vocab",
+                           "The corpus ({n_chars} characters) is smaller than the requested vocabulary ({vocab} "
+                           "tokens): add text or choose a smaller vocabulary.", n_chars=len(corpus), vocab=vocab_size)
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
-        raise InvalidInput(f"La fréquence minimale d'une paire doit être un entier ≥ 1 (reçu : {min_frequency!r}).")
+        raise InvalidInput("tokenlab.bad_min_frequency", "The minimum frequency of a pair must be a whole number "
+                           "of at least 1 (got {value}).", value=repr(min_frequency)[:40])
 
     tok = RawTokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -416,7 +410,7 @@ def train_bpe(
     )
     tok.train_from_iterator(_lines(corpus), trainer=trainer, length=None)
     if label is None:
-        label = f"BPE entraîné ici ({_n(tok.get_vocab_size())} tokens, {_n(len(corpus))} caractères)"
+        label = f"BPE trained here ({tok.get_vocab_size():,} tokens, {len(corpus):,} characters)"
     return HFTokenizer.from_tokenizers_object(tok, name=name, label=label)
 
 
@@ -448,29 +442,31 @@ def parse_ids(raw: Any, vocab_size: int | None = None, max_ids: int = MAX_PASTED
     integers in [0, vocab_size).
     """
     if not isinstance(raw, str):
-        raise InvalidInput("Collez des identifiants de tokens sous forme de texte, par exemple « 8001 811 ».")
+        raise InvalidInput("tokenlab.ids_not_text", "Paste token ids as text, for example '8001 811'.")
     if len(raw) > MAX_IDS_CHARS:
-        raise InvalidInput(f"Le texte collé est trop long ({_n(len(raw))} caractères).")
+        raise InvalidInput("tokenlab.ids_text_too_long", "The pasted text is too long ({n_chars} characters).",
+                           n_chars=len(raw))
     items = [s for s in _ID_SEPARATORS.split(_ID_NOISE.sub(" ", raw)) if s]
     if not items:
-        raise InvalidInput("Collez au moins un identifiant de token, par exemple « 8001 811 ».")
+        raise InvalidInput("tokenlab.no_ids", "Paste at least one token id, for example '8001 811'.")
     if len(items) > max_ids:
-        raise InvalidInput(
-            f"Trop d'identifiants ({_n(len(items))}) : la limite est de {_n(max_ids)}."
-        )
+        raise InvalidInput("tokenlab.too_many_ids", "Too many ids ({n}): the limit is {limit}.",
+                           n=len(items), limit=max_ids)
     ids = []
     for pos, item in enumerate(items, 1):
         if not _INT.fullmatch(item):
             shown = item if len(item) <= 20 else item[:20] + "…"
-            raise InvalidInput(f"« {shown} » (élément n° {pos}) n'est pas un identifiant de token entier.")
+            raise InvalidInput("tokenlab.id_not_whole", "'{item}' (item {position}) is not a whole token id.",
+                               item=shown, position=pos)
         value = int(item)
         if value < 0:
-            raise InvalidInput(f"L'identifiant {value} (élément n° {pos}) est négatif : les ids commencent à 0.")
+            raise InvalidInput("tokenlab.id_negative", "The id {value} (item {position}) is negative: ids start "
+                               "at 0.", value=value, position=pos)
         if vocab_size is not None and value >= vocab_size:
-            raise InvalidInput(
-                f"L'identifiant {value} (élément n° {pos}) est hors du vocabulaire : ce tokenizer a "
-                f"{vocab_size} tokens (ids de 0 à {vocab_size - 1})."
-            )
+            raise InvalidInput("tokenlab.id_beyond_vocab",
+                               "The id {value} (item {position}) is outside the vocabulary: this tokenizer has "
+                               "{vocab_size} tokens (ids 0 to {last}).",
+                               value=value, position=pos, vocab_size=vocab_size, last=vocab_size - 1)
         ids.append(value)
     return ids
 
@@ -490,7 +486,7 @@ def round_trip(tokenizer: Tokenizer, raw_ids: Any) -> RoundTrip:
     else:
         ids = tokenizer._check_ids(raw_ids)
         if not ids:
-            raise InvalidInput("Donnez au moins un identifiant de token.")
+            raise InvalidInput("tokenlab.no_ids_given", "Give at least one token id.")
     text = tokenizer.decode(ids)
     reencoded = tokenizer.encode(text)
     return RoundTrip(ids, text, reencoded, reencoded == ids)
@@ -506,19 +502,19 @@ def read_upload(data: Any, max_chars: int | None = None) -> tuple[str, bool]:
     position of the first bad byte; an empty file too. ``max_chars`` cuts a long text.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise InvalidInput("Le fichier téléversé n'a pas pu être lu.")
+        raise InvalidInput("tokenlab.upload_unreadable", "The uploaded file could not be read.")
     data = bytes(data)
     if not data:
-        raise InvalidInput("Le fichier téléversé est vide.")
+        raise InvalidInput("tokenlab.upload_empty", "The uploaded file is empty.")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise InvalidInput(
-            f"Le fichier n'est pas du texte UTF-8 valide (octet 0x{data[err.start]:02X} à la position "
-            f"{_n(err.start)}) : enregistrez-le en UTF-8 (fichier .txt) et réessayez."
-        ) from None
+        raise InvalidInput("tokenlab.upload_not_utf8",
+                           "The file is not valid UTF-8 text (byte 0x{byte} at position {position}): save it as "
+                           "UTF-8 (a .txt file) and try again.", byte=f"{data[err.start]:02X}", position=err.start,
+                           ) from None
     if not text.strip():
-        raise InvalidInput("Le fichier téléversé ne contient que des espaces.")
+        raise InvalidInput("tokenlab.upload_blank", "The uploaded file holds only spaces.")
     if max_chars is not None and len(text) > max_chars:
         return text[:max_chars], True
     return text, False

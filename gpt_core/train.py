@@ -45,8 +45,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .backend import GPT_LORA_TARGETS, backend_of, unwrap
 from .config import GPTConfig
-from .errors import InvalidInput
+from .errors import InvalidInput, Message, note
 from .model import GPT
 
 __all__ = [
@@ -54,14 +55,15 @@ __all__ = [
     "batch_loss", "model_logits", "last_token_logits", "prepare_pretraining",
     "prepare_instruction_finetune", "merge_lora", "prepare_classifier", "is_classifier",
     "estimate_run", "check_fits", "available_memory", "save_trained", "load_trained",
-    "steps_for_epochs", "GPT_LORA_TARGETS", "make_sample_fn", "evaluate_batches",
+    "steps_for_epochs", "GPT_LORA_TARGETS", "make_sample_fn", "evaluate_batches", "parse_learning_rate",
+    "continuation_ids", "lora_target_names", "count_trainable", "estimate_finetune", "FINETUNE_TASKS",
 ]
 
 IGNORE_INDEX = -100
 TASKS = ("lm", "instruct", "classify")
+FINETUNE_TASKS = ("instruct", "classify")
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
-GPT_LORA_TARGETS = ("att.qkv", "att.out_proj", "ff.fc_in", "ff.fc_out")
 
 
 # ------------------------------------------------------------------- devices
@@ -80,15 +82,15 @@ def pick_device(preference: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(pref)
     except (RuntimeError, TypeError):
-        raise InvalidInput(
-            f"« {preference} » n'est pas un périphérique valide : choisissez auto, cpu, cuda ou mps."
-        ) from None
+        raise InvalidInput("train.bad_device", "'{device}' is not a valid device: choose auto, cpu, cuda or mps.",
+                           device=str(preference)) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput("Aucun GPU CUDA n'est disponible sur cette machine : choisissez cpu ou auto.")
+        raise InvalidInput("train.no_cuda", "No CUDA GPU is available on this machine: choose cpu or auto.")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InvalidInput("Le périphérique mps (Apple) n'est pas disponible ici : choisissez cpu ou auto.")
+        raise InvalidInput("train.no_mps", "The Apple mps device is not available here: choose cpu or auto.")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise InvalidInput(f"Le périphérique « {preference} » n'est pas pris en charge : choisissez cpu, cuda ou mps.")
+        raise InvalidInput("train.unsupported_device", "The device '{device}' is not supported: choose cpu, cuda or mps.",
+                           device=str(preference))
     return device
 
 
@@ -112,9 +114,8 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | No
     if precision == "bf16":
         dtype = autocast_dtype(device, allow_cpu=True)
         if dtype is None:
-            raise InvalidInput(
-                f"La précision bf16 n'est pas disponible sur {device.type} : choisissez fp32 ou auto."
-            )
+            raise InvalidInput("train.no_bf16", "bf16 precision is not available on {device}: choose fp32 or auto.",
+                               device=device.type)
         return dtype
     return autocast_dtype(device)
 
@@ -126,6 +127,12 @@ def _is_int(value) -> bool:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_whole(field: str, value, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:
+        raise InvalidInput("train.bad_whole", "{field} must be a whole number of at least {minimum} (got {value}).",
+                           field=field, minimum=minimum, value=repr(value))
 
 
 @dataclass
@@ -153,49 +160,41 @@ class TrainConfig:
     def __post_init__(self) -> None:
         lr = self.lr
         if not _is_number(lr) or not math.isfinite(lr) or lr <= 0 or lr > 1:
-            raise InvalidInput(
-                f"Le taux d'apprentissage doit être un nombre fini, strictement positif et au plus 1 "
-                f"(reçu : {lr!r}) ; une valeur courante est 3e-4."
-            )
-        for name, label, minimum in (
-            ("batch_size", "La taille de batch", 1),
-            ("steps", "Le nombre d'étapes", 1),
-            ("grad_accum", "L'accumulation de gradient", 1),
-            ("warmup", "Le nombre d'étapes de warm-up", 0),
-            ("eval_every", "La fréquence d'évaluation", 0),
-            ("eval_batches", "Le nombre de batchs de validation", 0),
-            ("sample_every", "La fréquence des exemples générés", 0),
-            ("checkpoint_every", "La fréquence des checkpoints", 0),
-        ):
-            value = getattr(self, name)
-            if not _is_int(value) or value < minimum:
-                raise InvalidInput(f"{label} doit être un entier ≥ {minimum} (reçu : {value!r}).")
+            raise InvalidInput("train.bad_lr", "The learning rate must be a finite number above 0 and at most 1 "
+                               "(got {value}); a common value is 3e-4.", value=repr(lr))
+        for name, minimum in (("batch_size", 1), ("steps", 1), ("grad_accum", 1), ("warmup", 0), ("eval_every", 0),
+                              ("eval_batches", 0), ("sample_every", 0), ("checkpoint_every", 0)):
+            _check_whole(name, getattr(self, name), minimum)
         if self.warmup >= self.steps and self.warmup > 0:
-            raise InvalidInput(
-                f"Le warm-up ({self.warmup} étapes) doit être plus court que l'entraînement ({self.steps} étapes)."
-            )
+            raise InvalidInput("train.warmup_too_long", "The warm-up ({warmup} steps) must be shorter than training "
+                               "({steps} steps).", warmup=self.warmup, steps=self.steps)
         if self.schedule not in SCHEDULES:
-            raise InvalidInput(f"Le planning du taux d'apprentissage doit être cosine ou constant (reçu : {self.schedule!r}).")
+            raise InvalidInput("train.bad_schedule", "The learning-rate schedule must be cosine or constant (got {value}).",
+                               value=repr(self.schedule))
         if not _is_number(self.min_lr_ratio) or not 0 <= self.min_lr_ratio <= 1:
-            raise InvalidInput(f"min_lr_ratio doit être compris entre 0 et 1 (reçu : {self.min_lr_ratio!r}).")
+            raise InvalidInput("train.bad_min_lr_ratio", "min_lr_ratio must be between 0 and 1 (got {value}).",
+                               value=repr(self.min_lr_ratio))
         if not _is_number(self.weight_decay) or not math.isfinite(self.weight_decay) or not 0 <= self.weight_decay < 1:
-            raise InvalidInput(f"Le weight decay doit être compris entre 0 et 1 (reçu : {self.weight_decay!r}).")
+            raise InvalidInput("train.bad_weight_decay", "The weight decay must be between 0 and 1 (got {value}).",
+                               value=repr(self.weight_decay))
         if self.max_grad_norm is not None and (
             not _is_number(self.max_grad_norm) or not math.isfinite(self.max_grad_norm) or self.max_grad_norm <= 0
         ):
-            raise InvalidInput(
-                f"La norme maximale du gradient doit être un nombre > 0, ou vide pour ne pas écrêter (reçu : {self.max_grad_norm!r})."
-            )
+            raise InvalidInput("train.bad_grad_norm", "The maximum gradient norm must be a number above 0, or empty "
+                               "for no clipping (got {value}).", value=repr(self.max_grad_norm))
         if self.diverge_ratio is not None and (
             not _is_number(self.diverge_ratio) or not math.isfinite(self.diverge_ratio) or self.diverge_ratio <= 1
         ):
-            raise InvalidInput(f"diverge_ratio doit être un nombre > 1 ou None (reçu : {self.diverge_ratio!r}).")
+            raise InvalidInput("train.bad_diverge_ratio", "diverge_ratio must be a number above 1, or None (got {value}).",
+                               value=repr(self.diverge_ratio))
         if not _is_int(self.seed):
-            raise InvalidInput(f"La graine doit être un entier (reçu : {self.seed!r}).")
+            raise InvalidInput("train.bad_seed", "The seed must be a whole number (got {value}).", value=repr(self.seed))
         if self.precision not in PRECISIONS:
-            raise InvalidInput(f"La précision doit être auto, fp32 ou bf16 (reçu : {self.precision!r}).")
+            raise InvalidInput("train.bad_precision", "The precision must be auto, fp32 or bf16 (got {value}).",
+                               value=repr(self.precision))
         if not isinstance(self.device, str) or not self.device.strip():
-            raise InvalidInput(f"Le périphérique doit être auto, cpu, cuda ou mps (reçu : {self.device!r}).")
+            raise InvalidInput("train.bad_device", "'{device}' is not a valid device: choose auto, cpu, cuda or mps.",
+                               device=str(self.device))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -214,21 +213,39 @@ class TrainConfig:
 
 def steps_for_epochs(batches_per_epoch: int, epochs: int, grad_accum: int = 1) -> int:
     """Optimizer steps that cover ``epochs`` passes over a loader of that length."""
-    if not _is_int(epochs) or epochs < 1:
-        raise InvalidInput(f"Le nombre d'époques doit être un entier ≥ 1 (reçu : {epochs!r}).")
+    _check_whole("epochs", epochs, 1)
     if not _is_int(batches_per_epoch) or batches_per_epoch < 1:
-        raise InvalidInput("Le jeu d'entraînement ne contient aucun batch : ajoutez des données ou réduisez la taille de batch.")
+        raise InvalidInput("train.no_batch", "The {split} set holds no batch: add data or lower the batch size.",
+                           split="train")
     return max(1, (batches_per_epoch * epochs) // grad_accum)
+
+
+def parse_learning_rate(raw) -> float:
+    """A learning rate typed as text ("3e-4", "0,001") -> float, refused with a reason when unusable."""
+    text = str(raw if raw is not None else "").strip().replace(",", ".")
+    if not text:
+        raise InvalidInput("train.lr_empty", "Give a learning rate, for example 3e-4.")
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput("train.lr_not_number", "'{value}' is not a number: write a learning rate such as 3e-4 "
+                           "or 0.001.", value=str(raw)[:40]) from None
+    if not math.isfinite(value):
+        raise InvalidInput("train.lr_not_finite", "The learning rate must be a finite number (got {value}).",
+                           value=text)
+    if value <= 0:
+        raise InvalidInput("train.lr_not_positive", "The learning rate must be above 0 (got {value}): with 0 the "
+                           "weights would never move.", value=text)
+    if value > 1:
+        raise InvalidInput("train.lr_too_big", "A learning rate of {value} would make training diverge: choose at "
+                           "most 1 (usually between 1e-4 and 1e-2).", value=text)
+    return value
 
 
 # ---------------------------------------------------------------------- loss
 def model_logits(model: nn.Module, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, T, V) of our GPT, a Hugging Face model or a peft wrapper of either."""
-    if attention_mask is not None and not isinstance(_unwrap(model), GPT):
-        out = model(input_ids=inputs, attention_mask=attention_mask)
-    else:
-        out = model(inputs)
-    return out if isinstance(out, torch.Tensor) else out.logits
+    return backend_of(model).logits(inputs, attention_mask)
 
 
 def last_token_logits(
@@ -259,11 +276,13 @@ def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tor
         lengths = batch[2] if len(batch) > 2 else None
         mask = None
     else:
-        raise InvalidInput("Un batch doit être un couple (entrées, cibles) ou un dict avec les clés inputs et targets.")
+        raise InvalidInput("train.bad_batch", "A batch must be an (inputs, targets) pair or a dict with the keys "
+                           "inputs and targets.")
     if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
-        raise InvalidInput("Les entrées et les cibles d'un batch doivent être des tenseurs PyTorch.")
+        raise InvalidInput("train.batch_not_tensors", "The inputs and targets of a batch must be PyTorch tensors.")
     if inputs.dim() != 2:
-        raise InvalidInput(f"Les entrées d'un batch doivent avoir la forme (batch, tokens), reçu {tuple(inputs.shape)}.")
+        raise InvalidInput("train.batch_shape", "The inputs of a batch must have the shape (batch, tokens), "
+                           "got {shape}.", shape=str(tuple(inputs.shape)))
     return inputs, targets, lengths, mask
 
 
@@ -290,24 +309,11 @@ def batch_loss(model: nn.Module, batch, task: str = "lm", loss_fn: Callable | No
     return total / counted.clamp(min=1), inputs.numel(), {"counted": counted}
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module under a peft wrapper (or the model itself)."""
-    getter = getattr(model, "get_base_model", None)
-    return getter() if callable(getter) else model
-
-
 # --------------------------------------------------------------------- loop
 def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    decay, no_decay, seen = [], [], set()
-    for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    if not decay and not no_decay:
-        raise InvalidInput("Ce modèle n'a aucun paramètre entraînable : dégelez au moins une couche.")
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
+    groups = backend_of(model).param_groups(cfg.weight_decay)
+    if not groups:
+        raise InvalidInput("train.nothing_trainable", "This model has no trainable parameter: unfreeze at least one layer.")
     kwargs = {"lr": cfg.lr, "betas": (0.9, 0.95)}
     if device.type == "cuda":
         kwargs["fused"] = True
@@ -325,7 +331,8 @@ def _batch_stream(batches: Iterable, label: str) -> Iterator[tuple[int, object]]
             yield epoch, batch
         if not produced:
             if epoch == 0:
-                raise InvalidInput(f"Le jeu {label} ne contient aucun batch : ajoutez des données ou réduisez la taille de batch.")
+                raise InvalidInput("train.no_batch", "The {split} set holds no batch: add data or lower the batch size.",
+                                   split=label)
             return
         if iterator is batches:  # a one-shot iterator cannot start a second epoch
             return
@@ -398,13 +405,13 @@ def train(
     ``cancel`` stops the loop before the next step with a "cancelled" event.
     """
     if not isinstance(cfg, TrainConfig):
-        raise InvalidInput("cfg doit être un TrainConfig.")
+        raise InvalidInput("train.bad_config", "cfg must be a TrainConfig.")
     if task not in TASKS:
-        raise InvalidInput(f"La tâche doit être lm, instruct ou classify (reçu : {task!r}).")
+        raise InvalidInput("train.bad_task", "The task must be lm, instruct or classify (got {value}).", value=repr(task))
     if not isinstance(model, nn.Module):
-        raise InvalidInput("Le modèle à entraîner doit être un module PyTorch.")
+        raise InvalidInput("backend.not_a_module", "Expected a PyTorch model, got {kind}.", kind=type(model).__name__)
     if train_batches is None:
-        raise InvalidInput("Il faut un jeu d'entraînement.")
+        raise InvalidInput("train.no_train_set", "A training set is needed.")
     device = pick_device(cfg.device)
     amp = _resolve_precision(cfg.precision, device)
     return _train_loop(model, train_batches, val_batches, cfg, task, loss_fn, sample_fn, cancel, device, amp)
@@ -414,144 +421,191 @@ def _train_loop(model, train_batches, val_batches, cfg, task, loss_fn, sample_fn
     torch.manual_seed(cfg.seed)
     model.to(device)
     model.train()
-    optimizer = _optimizer(model, cfg, device)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    history = _new_history()
-    start = time.perf_counter()
-    tokens_seen, step, first_loss, checkpoint = 0, 0, None, None
-    recent: list[float] = []
+    run = _Run(model, val_batches, cfg, task, loss_fn, cancel, device, amp)
+    if cfg.eval_at_start:
+        yield from run.evaluate()
+    stream = _batch_stream(train_batches, "train")
+    while run.step < cfg.steps:
+        if cancel is not None and cancel.is_set():
+            yield run.final("cancelled", note("train.cancelled", "Training cancelled at step {step} of {steps}.",
+                                              step=run.step, steps=cfg.steps))
+            return
+        lr = cfg.lr_at(run.step)
+        loss_value = run.accumulate(stream, lr)
+        if loss_value is None:
+            yield run.final("done", note("train.data_exhausted", "The training data ran out after {step} steps "
+                                         "(a one-shot iterator): training stopped.", step=run.step))
+            return
+        stop = run.divergence(loss_value) or run.clip(loss_value)
+        if stop is not None:
+            yield stop
+            return
+        yield run.update(loss_value, lr)
+        last = run.step == cfg.steps
+        if (cfg.eval_every and run.step % cfg.eval_every == 0) or last:
+            yield from run.evaluate()
+        if sample_fn is not None and cfg.sample_every and (run.step % cfg.sample_every == 0 or last):
+            yield run.sample(sample_fn)
+        if cfg.checkpoint_dir and ((cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0) or last):
+            yield run.save()
+    model.eval()
+    yield run.final("done", run.summary())
 
-    def elapsed() -> float:
-        return time.perf_counter() - start
 
-    def final(kind: str, message: str, **extra) -> dict:
-        return {"type": kind, "step": step, "history": copy.deepcopy(history), "message": message,
-                "checkpoint": checkpoint, "elapsed": elapsed(), **extra}
+class _Run:
+    """The state of one training run, and the named steps of the loop above."""
 
-    def run_eval() -> dict | None:
-        if val_batches is None:
-            return None
-        res = evaluate_batches(model, val_batches, task, loss_fn, device, amp, cfg.eval_batches, cancel)
+    def __init__(self, model, val_batches, cfg, task, loss_fn, cancel, device, amp):
+        self.model, self.val_batches, self.cfg, self.task = model, val_batches, cfg, task
+        self.loss_fn, self.cancel, self.device, self.amp = loss_fn, cancel, device, amp
+        self.optimizer = _optimizer(model, cfg, device)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.history = _new_history()
+        self.start = time.perf_counter()
+        self.tokens_seen, self.step, self.epoch = 0, 0, 0
+        self.first_loss: float | None = None
+        self.checkpoint: str | None = None
+        self.recent: list[float] = []
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def final(self, kind: str, message: Message, **extra) -> dict:
+        return {"type": kind, "step": self.step, "history": copy.deepcopy(self.history), "message": message,
+                "checkpoint": self.checkpoint, "elapsed": self.elapsed(), **extra}
+
+    def evaluate(self) -> Iterator[dict]:
+        """An "eval" event (nothing without a validation set)."""
+        if self.val_batches is None:
+            return
+        res = evaluate_batches(self.model, self.val_batches, self.task, self.loss_fn, self.device, self.amp,
+                               self.cfg.eval_batches, self.cancel)
         if not res["batches"]:
-            return None
-        event = {"type": "eval", "step": step, "val_loss": res["loss"],
-                 "train_loss": sum(recent) / len(recent) if recent else None, "elapsed": elapsed()}
-        history["eval_step"].append(step)
-        history["val_loss"].append(res["loss"])
-        if task == "classify":
+            return
+        event = {"type": "eval", "step": self.step, "val_loss": res["loss"], "elapsed": self.elapsed(),
+                 "train_loss": sum(self.recent) / len(self.recent) if self.recent else None}
+        self.history["eval_step"].append(self.step)
+        self.history["val_loss"].append(res["loss"])
+        if self.task == "classify":
             event["accuracy"] = res["accuracy"]
-            history["val_accuracy"].append(res["accuracy"])
+            self.history["val_accuracy"].append(res["accuracy"])
         else:
             event["perplexity"] = math.exp(min(res["loss"], 50.0))
-        return event
+        yield event
 
-    if cfg.eval_at_start:
-        event = run_eval()
-        if event is not None:
-            yield event
-    stream = _batch_stream(train_batches, "d'entraînement")
-    epoch = 0
-    while step < cfg.steps:
-        if cancel is not None and cancel.is_set():
-            yield final("cancelled", f"Entraînement annulé à l'étape {step} sur {cfg.steps}.")
-            return
-        lr = cfg.lr_at(step)
-        for group in optimizer.param_groups:
+    def accumulate(self, stream, lr: float) -> float | None:
+        """Forward and backward over ``grad_accum`` micro-batches: the mean loss, or None when data ran out."""
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss_sum = torch.zeros((), device=device)
-        exhausted = False
-        for _ in range(cfg.grad_accum):
+        loss_sum = torch.zeros((), device=self.device)
+        for _ in range(self.cfg.grad_accum):
             try:
-                epoch, batch = next(stream)
+                self.epoch, batch = next(stream)
             except StopIteration:
-                exhausted = True
-                break
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss, n_tokens, _ = batch_loss(model, batch, task, loss_fn, device)
-            (loss / cfg.grad_accum).backward()
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                loss, n_tokens, _ = batch_loss(self.model, batch, self.task, self.loss_fn, self.device)
+            (loss / self.cfg.grad_accum).backward()
             loss_sum += loss.detach().float()
-            tokens_seen += n_tokens
-        if exhausted:
-            optimizer.zero_grad(set_to_none=True)
-            yield final("done", f"Les données d'entraînement sont épuisées après {step} étapes "
-                                f"(itérateur à usage unique) : entraînement arrêté.")
-            return
-        loss_value = float(loss_sum.item()) / cfg.grad_accum
-        if first_loss is None and math.isfinite(loss_value):
-            first_loss = loss_value
-        limit = None if cfg.diverge_ratio is None or first_loss is None else cfg.diverge_ratio * first_loss + 1.0
-        if not math.isfinite(loss_value) or (limit is not None and loss_value > limit):
-            optimizer.zero_grad(set_to_none=True)
-            shown = f"{loss_value:.4g}" if math.isfinite(loss_value) else str(loss_value)
-            yield final("diverged",
-                        f"L'entraînement a divergé à l'étape {step + 1} : la perte vaut {shown}"
-                        + (f" (départ : {first_loss:.3g})" if first_loss is not None else "")
-                        + ". Essayez un taux d'apprentissage plus petit (par exemple 3e-4) "
-                          "ou un écrêtage du gradient plus strict (max_grad_norm plus petit).",
-                        loss=loss_value)
-            return
-        if cfg.max_grad_norm is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                optimizer.zero_grad(set_to_none=True)
-                yield final("diverged",
-                            f"L'entraînement a divergé à l'étape {step + 1} : la norme du gradient n'est pas finie. "
-                            "Essayez un taux d'apprentissage plus petit ou la précision fp32.",
-                            loss=loss_value)
-                return
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        recent.append(loss_value)
-        del recent[:-20]
-        now = elapsed()
-        for key, value in (("step", step), ("train_loss", loss_value), ("lr", lr),
-                           ("tokens_seen", tokens_seen), ("elapsed", now)):
-            history[key].append(value)
-        yield {"type": "step", "step": step, "train_loss": loss_value, "lr": lr,
-               "tokens_seen": tokens_seen, "elapsed": now, "epoch": epoch}
-        last = step == cfg.steps
-        if (cfg.eval_every and step % cfg.eval_every == 0) or last:
-            event = run_eval()
-            if event is not None:
-                yield event
-        if sample_fn is not None and ((cfg.sample_every and step % cfg.sample_every == 0) or (last and cfg.sample_every)):
-            was_training = model.training
-            model.eval()
-            try:
-                with torch.no_grad():
-                    text = sample_fn(model)
-            finally:
-                model.train(was_training)
-            history["samples"].append({"step": step, "text": text})
-            yield {"type": "sample", "step": step, "text": text}
-        if cfg.checkpoint_dir and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last):
-            checkpoint = str(save_trained(model, cfg.checkpoint_dir, {"step": step, "task": task,
-                                                                      "train_config": cfg.to_dict()}))
-            yield {"type": "checkpoint", "step": step, "path": checkpoint}
-    model.eval()
-    val = history["val_loss"][-1] if history["val_loss"] else None
-    message = f"Entraînement terminé : {step} étapes, perte d'entraînement {history['train_loss'][-1]:.3f}"
-    message += f", perte de validation {val:.3f}." if val is not None else "."
-    yield final("done", message)
+            self.tokens_seen += n_tokens
+        loss_value = float(loss_sum.item()) / self.cfg.grad_accum
+        if self.first_loss is None and math.isfinite(loss_value):
+            self.first_loss = loss_value
+        return loss_value
+
+    def divergence(self, loss_value: float) -> dict | None:
+        """A "diverged" event when the loss is not finite or far above the first one (before any update)."""
+        ratio, first = self.cfg.diverge_ratio, self.first_loss
+        limit = None if ratio is None or first is None else ratio * first + 1.0
+        if math.isfinite(loss_value) and (limit is None or loss_value <= limit):
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.final("diverged", note(
+            "train.diverged", "Training diverged at step {step}: the loss is {loss} (it started at {first}). "
+            "Try a smaller learning rate (for example 3e-4) or stricter gradient clipping (a smaller max_grad_norm).",
+            step=self.step + 1, loss=loss_value, first=first if first is not None else float("nan")), loss=loss_value)
+
+    def clip(self, loss_value: float) -> dict | None:
+        """Clip the gradient norm; a "diverged" event when that norm is not finite."""
+        if self.cfg.max_grad_norm is None:
+            return None
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        if torch.isfinite(grad_norm):
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.final("diverged", note(
+            "train.diverged_grad", "Training diverged at step {step}: the gradient norm is not finite. "
+            "Try a smaller learning rate or fp32 precision.", step=self.step + 1), loss=loss_value)
+
+    def update(self, loss_value: float, lr: float) -> dict:
+        """Apply the update and record it: the "step" event."""
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.recent.append(loss_value)
+        del self.recent[:-20]
+        now = self.elapsed()
+        for key, value in (("step", self.step), ("train_loss", loss_value), ("lr", lr),
+                           ("tokens_seen", self.tokens_seen), ("elapsed", now)):
+            self.history[key].append(value)
+        return {"type": "step", "step": self.step, "train_loss": loss_value, "lr": lr,
+                "tokens_seen": self.tokens_seen, "elapsed": now, "epoch": self.epoch}
+
+    def sample(self, sample_fn: Callable[[nn.Module], str]) -> dict:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                text = sample_fn(self.model)
+        finally:
+            self.model.train(was_training)
+        self.history["samples"].append({"step": self.step, "text": text})
+        return {"type": "sample", "step": self.step, "text": text}
+
+    def save(self) -> dict:
+        extra = {"step": self.step, "task": self.task, "train_config": self.cfg.to_dict()}
+        self.checkpoint = str(save_trained(self.model, self.cfg.checkpoint_dir, extra))
+        return {"type": "checkpoint", "step": self.step, "path": self.checkpoint}
+
+    def summary(self) -> Message:
+        train_loss = self.history["train_loss"][-1]
+        if self.history["val_loss"]:
+            return note("train.finished_val", "Training finished: {steps} steps, training loss {train_loss}, "
+                        "validation loss {val_loss}.", steps=self.step, train_loss=train_loss,
+                        val_loss=self.history["val_loss"][-1])
+        return note("train.finished", "Training finished: {steps} steps, training loss {train_loss}.",
+                    steps=self.step, train_loss=train_loss)
+
+
+def continuation_ids(model: nn.Module, prompt_ids, max_new_tokens: int, eos_id: int | None = None) -> list[int]:
+    """Greedy continuation ids of ``prompt_ids`` (the prompt excluded, a final ``eos_id`` dropped).
+
+    A prompt too long for the context window keeps its last tokens, leaving
+    room for at least ``min(max_new_tokens, context // 2)`` new ones.
+    """
+    from .decoding import greedy
+
+    base = unwrap(model)
+    ctx = backend_of(base).context_length
+    room = max(1, min(max_new_tokens, ctx // 2))
+    prompt_ids = list(prompt_ids)[-(ctx - room):]
+    new = list(greedy(base, prompt_ids, min(max_new_tokens, ctx), eos_id=eos_id, trace=False).new_ids)
+    return new[:-1] if new and eos_id is not None and new[-1] == eos_id else new
 
 
 def make_sample_fn(tokenizer, prompt: str, max_new_tokens: int = 30) -> Callable[[nn.Module], str]:
     """A ``sample_fn`` for :func:`train`: the greedy continuation of ``prompt`` (prompt included)."""
-    if not isinstance(prompt, str) or not prompt:
-        raise InvalidInput("Le début de texte des exemples générés est vide.")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidInput("train.empty_sample_prompt", "The prompt of the generated samples is empty.")
     if not _is_int(max_new_tokens) or max_new_tokens < 1:
-        raise InvalidInput(f"Le nombre de tokens à générer doit être un entier ≥ 1 (reçu : {max_new_tokens!r}).")
+        _check_whole("max_new_tokens", max_new_tokens, 1)
     prompt_ids = list(tokenizer.encode(prompt))
+    if not prompt_ids:
+        raise InvalidInput("train.empty_sample_prompt", "The prompt of the generated samples is empty.")
 
     def sample(model: nn.Module) -> str:
-        from .decoding import greedy
-
-        base = _unwrap(model)
-        limit = base.cfg.context_length if isinstance(base, GPT) else 1024
-        ids = prompt_ids[-max(1, limit - max_new_tokens):]
-        result = greedy(base, ids, min(max_new_tokens, limit - 1), trace=False)
-        return tokenizer.decode(ids + list(result.new_ids))
+        return tokenizer.decode(prompt_ids + continuation_ids(model, prompt_ids, max_new_tokens))
 
     return sample
 
@@ -560,7 +614,7 @@ def make_sample_fn(tokenizer, prompt: str, max_new_tokens: int = 30) -> Callable
 def prepare_pretraining(cfg: GPTConfig, seed: int = 0) -> GPT:
     """A freshly initialised GPT (random weights drawn under ``seed``)."""
     if not isinstance(cfg, GPTConfig):
-        raise InvalidInput("La configuration du modèle doit être un GPTConfig.")
+        raise InvalidInput("train.bad_model_config", "The model configuration must be a GPTConfig.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT(cfg)
@@ -569,7 +623,7 @@ def prepare_pretraining(cfg: GPTConfig, seed: int = 0) -> GPT:
 
 def _trainable_copy(model: nn.Module) -> nn.Module:
     if not isinstance(model, nn.Module):
-        raise InvalidInput("Le modèle à adapter doit être un module PyTorch.")
+        raise InvalidInput("backend.not_a_module", "Expected a PyTorch model, got {kind}.", kind=type(model).__name__)
     twin = copy.deepcopy(model)
     # half-precision weights make poor master weights for AdamW: train in float32
     if any(p.is_floating_point() and p.dtype in (torch.float16, torch.bfloat16) for p in twin.parameters()):
@@ -599,15 +653,16 @@ def prepare_instruction_finetune(
     if not lora:
         return twin
     if not _is_int(lora_r) or lora_r < 1:
-        raise InvalidInput(f"Le rang LoRA doit être un entier ≥ 1 (reçu : {lora_r!r}).")
+        _check_whole("lora_r", lora_r, 1)
     if not _is_number(lora_dropout) or not 0 <= lora_dropout < 1:
-        raise InvalidInput(f"Le dropout LoRA doit être compris entre 0 et 1 (reçu : {lora_dropout!r}).")
+        raise InvalidInput("train.bad_lora_dropout", "The LoRA dropout must be between 0 and 1 (got {value}).",
+                           value=repr(lora_dropout))
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise InvalidInput("LoRA demande le paquet peft : installez-le avec « pip install peft ».") from None
-    if target_modules is None and isinstance(twin, GPT):
-        target_modules = list(GPT_LORA_TARGETS)
+        raise InvalidInput("train.no_peft", "LoRA needs the peft package: install it with 'pip install peft'.") from None
+    if target_modules is None:
+        target_modules = backend_of(twin).lora_targets()
     # Hugging Face GPT-2 stores its linear layers as Conv1D (weights transposed)
     conv1d = any(type(m).__name__ == "Conv1D" for m in twin.modules())
     config = LoraConfig(r=lora_r, lora_alpha=lora_alpha if lora_alpha is not None else 2 * lora_r,
@@ -616,7 +671,8 @@ def prepare_instruction_finetune(
     try:
         return get_peft_model(twin, config)
     except ValueError as exc:
-        raise InvalidInput(f"LoRA ne trouve pas de couches à adapter dans ce modèle ({exc}).") from None
+        raise InvalidInput("train.lora_no_target", "LoRA finds no layer to adapt in this model ({detail}).",
+                           detail=str(exc)) from None
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -630,7 +686,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 def is_classifier(model: nn.Module) -> bool:
-    return getattr(_unwrap(model), "gpt_core_n_classes", None) is not None
+    return getattr(unwrap(model), "gpt_core_n_classes", None) is not None
 
 
 def prepare_classifier(model: nn.Module, n_classes: int, freeze_until_last: int | None = None,
@@ -643,48 +699,29 @@ def prepare_classifier(model: nn.Module, n_classes: int, freeze_until_last: int 
     head (0: only the norm and the head); None trains everything.
     """
     if not _is_int(n_classes) or n_classes < 2:
-        raise InvalidInput(f"Un classifieur a besoin d'au moins 2 classes (reçu : {n_classes!r}).")
+        raise InvalidInput("train.too_few_classes", "A classifier needs at least 2 classes (got {value}).",
+                           value=repr(n_classes))
     if labels is not None and len(labels) != n_classes:
-        raise InvalidInput(f"{len(labels)} noms de classes pour {n_classes} classes : les nombres doivent être égaux.")
+        raise InvalidInput("train.label_count", "{n_labels} class names for {n_classes} classes: the numbers must match.",
+                           n_labels=len(labels), n_classes=n_classes)
     twin = _trainable_copy(model)
-    if isinstance(twin, GPT):
-        blocks, final_norm, d_model = twin.blocks, twin.final_norm, twin.cfg.d_model
-    else:
-        from .trace import _hf_blocks, _hf_final_norm, _hf_config
-
-        hf_cfg = _hf_config(twin)
-        d_model = getattr(hf_cfg, "hidden_size", None) or getattr(hf_cfg, "n_embd", None)
-        if d_model is None or not hasattr(twin, "set_output_embeddings"):
-            raise InvalidInput(f"Ce modèle ({type(twin).__name__}) ne peut pas recevoir de tête de classification.")
-        try:
-            blocks, final_norm = _hf_blocks(twin), _hf_final_norm(twin)
-        except ValueError:
-            blocks = final_norm = None
-    n_layers = len(blocks) if blocks is not None else 0
+    adapter = backend_of(twin)
+    blocks, final_norm = adapter.blocks(), adapter.final_norm()
+    n_layers = len(blocks)
     if freeze_until_last is not None and (not _is_int(freeze_until_last) or not 0 <= freeze_until_last <= n_layers):
-        raise InvalidInput(
-            f"Le nombre de blocs à entraîner doit être compris entre 0 et {n_layers} (reçu : {freeze_until_last!r})."
-        )
+        raise InvalidInput("train.bad_frozen_blocks", "The number of blocks to train must be between 0 and {n_layers} "
+                           "(got {value}).", n_layers=n_layers, value=repr(freeze_until_last))
     ref = next(twin.parameters())
-    head = nn.Linear(d_model, n_classes).to(device=ref.device, dtype=ref.dtype)
+    head = nn.Linear(adapter.d_model, n_classes).to(device=ref.device, dtype=ref.dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         nn.init.normal_(head.weight, std=0.02)
     nn.init.zeros_(head.bias)
-    if isinstance(twin, GPT):
-        twin.out_head = head  # unties the vocabulary head from the token embedding
-    else:
-        twin.config.tie_word_embeddings = False
-        text_cfg = _hf_config(twin)
-        text_cfg.tie_word_embeddings = False
-        twin.set_output_embeddings(head)
+    adapter.replace_head(head)
     if freeze_until_last is not None:
         for p in twin.parameters():
             p.requires_grad_(False)
-        keep = [head] + ([final_norm] if final_norm is not None else [])
-        if freeze_until_last:
-            keep += list(blocks[len(blocks) - freeze_until_last:])
-        for module in keep:
+        for module in [head, final_norm, *blocks[n_layers - freeze_until_last:]]:
             for p in module.parameters():
                 p.requires_grad_(True)
     twin.gpt_core_n_classes = n_classes
@@ -749,24 +786,13 @@ def _shape_of(model_or_cfg) -> tuple[int, int, int, int, int, int]:
         c = model_or_cfg
         return n, n, c.n_layers, c.d_model, c.n_heads, c.vocab_size
     if isinstance(model_or_cfg, nn.Module):
-        from .trace import describe
-
         unique = {id(p): p for p in model_or_cfg.parameters()}
         n = sum(p.numel() for p in unique.values())
         trainable = sum(p.numel() for p in unique.values() if p.requires_grad)
-        try:
-            info = describe(_unwrap(model_or_cfg))
-            n_layers, d_model, heads, vocab = info.n_layers, info.d_model, info.n_heads, info.vocab_size
-        except Exception:
-            n_layers, d_model, heads, vocab = 1, 1, 1, 1
-        if is_classifier(model_or_cfg):
-            vocab = _unwrap(model_or_cfg).gpt_core_n_classes
-        return n, trainable, n_layers, d_model, heads, vocab
-    raise InvalidInput("estimate_run attend un GPTConfig ou un modèle PyTorch.")
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} Go"
+        info = backend_of(model_or_cfg).info()
+        vocab = unwrap(model_or_cfg).gpt_core_n_classes if is_classifier(model_or_cfg) else info.vocab_size
+        return n, trainable, info.n_layers, info.d_model, info.n_heads, vocab
+    raise InvalidInput("train.bad_estimate_subject", "estimate_run expects a GPTConfig or a PyTorch model.")
 
 
 def estimate_run(model_or_cfg, batch_size: int, context: int, steps: int, device="auto",
@@ -780,10 +806,8 @@ def estimate_run(model_or_cfg, batch_size: int, context: int, steps: int, device
     FLOPs divided by the device's matrix-multiply speed measured right now
     (a few milliseconds) times a typical training efficiency.
     """
-    for name, value in (("La taille de batch", batch_size), ("Le contexte", context),
-                        ("Le nombre d'étapes", steps), ("L'accumulation de gradient", grad_accum)):
-        if not _is_int(value) or value < 1:
-            raise InvalidInput(f"{name} doit être un entier ≥ 1 (reçu : {value!r}).")
+    for name, value in (("batch_size", batch_size), ("context", context), ("steps", steps), ("grad_accum", grad_accum)):
+        _check_whole(name, value, 1)
     dev = pick_device(device)
     amp = _resolve_precision(precision, dev)
     n, trainable, n_layers, d_model, n_heads, vocab = _shape_of(model_or_cfg)
@@ -804,8 +828,9 @@ def estimate_run(model_or_cfg, batch_size: int, context: int, steps: int, device
     fits, reason = True, None
     if free is not None and memory > 0.9 * free:
         fits = False
-        reason = (f"Cet entraînement demande environ {_gb(memory)} de mémoire mais seulement {_gb(free)} sont libres "
-                  f"sur {dev.type} : réduisez la taille de batch, le contexte ou le modèle.")
+        reason = note("train.too_big", "This run needs about {need_gb} GB of memory but only {free_gb} GB are free "
+                      "on {device}: lower the batch size, the context or the model.",
+                      need_gb=round(memory / 1e9, 2), free_gb=round(free / 1e9, 2), device=dev.type)
     return {"params": n, "trainable_params": trainable, "memory_bytes": memory,
             "memory_breakdown": {"weights": int(weights), "grads_and_adamw": int(optimizer),
                                  "activations": int(activations)},
@@ -819,8 +844,108 @@ def check_fits(model_or_cfg, batch_size: int, context: int, steps: int, device="
     """:func:`estimate_run`, raising :class:`InvalidInput` with the reason when it does not fit."""
     estimate = estimate_run(model_or_cfg, batch_size, context, steps, device, precision, grad_accum)
     if not estimate["fits"]:
-        raise InvalidInput(estimate["reason"])
+        raise InvalidInput(estimate["reason"].code, estimate["reason"].text, **estimate["reason"].params)
     return estimate
+
+
+def lora_target_names(model: nn.Module) -> list[str]:
+    """Names of the linear layers LoRA adapts in ``model``: ours, else peft's defaults for the family."""
+    adapter = backend_of(model)
+    targets = adapter.lora_targets()
+    if targets is not None:
+        return list(targets)
+    try:
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+    except ImportError:
+        return []
+    return list(defaults.get(adapter.info().family, ()))
+
+
+def count_trainable(model: nn.Module, task: str = "instruct", method: str = "full", lora_r: int = 8,
+                    n_classes: int | None = None, n_last: int | None = None) -> int:
+    """How many weights fine-tuning will train, counted on ``model`` without copying it.
+
+    ``task="instruct"``: every weight (``method="full"``) or the LoRA matrices of
+    rank ``lora_r`` (``method="lora"``), as :func:`prepare_instruction_finetune` builds them.
+    ``task="classify"``: the new class head plus every weight (``n_last=None``) or
+    only the last ``n_last`` blocks and the final norm, as :func:`prepare_classifier` trains them.
+    """
+    adapter = backend_of(model)
+    total = adapter.n_params()
+    if task == "classify":
+        k = n_classes or 2
+        head = adapter.d_model * k + k
+        if n_last is None:
+            return total + head
+        blocks = adapter.blocks()
+        kept = list(blocks[len(blocks) - n_last:]) if n_last else []
+        return (sum(p.numel() for m in kept for p in m.parameters())
+                + sum(p.numel() for p in adapter.final_norm().parameters()) + head)
+    if method != "lora":
+        return total
+    targets = lora_target_names(model)
+    count = 0
+    for name, module in model.named_modules():
+        if any(name == tgt or name.endswith("." + tgt) for tgt in targets):
+            weight = getattr(module, "weight", None)
+            if weight is not None and weight.dim() == 2:
+                count += lora_r * (weight.shape[0] + weight.shape[1])
+    return count or total // 100
+
+
+def _check_finetune(model: nn.Module, task: str, method: str, max_length: int) -> int:
+    """The model's context length, once the fine-tuning request is known to make sense."""
+    if task not in FINETUNE_TASKS:
+        raise InvalidInput("train.bad_finetune_task", "The fine-tuning task must be instruct or classify "
+                           "(got {value}).", value=repr(task))
+    if method not in ("full", "lora"):
+        raise InvalidInput("train.bad_method", "The fine-tuning method must be full or lora (got {value}).",
+                           value=repr(method))
+    _check_whole("max_length", max_length, 1)
+    ctx = backend_of(model).context_length
+    if max_length > ctx:
+        raise InvalidInput("train.rows_above_context", "{n} tokens per example exceed the model's context "
+                           "window ({ctx} tokens).", n=max_length, ctx=ctx)
+    return ctx
+
+
+def estimate_finetune(model: nn.Module, task: str, batch_size: int, max_length: int, steps: int, device="auto",
+                      grad_accum: int = 1, method: str = "full", lora_r: int = 8, n_last: int | None = None,
+                      n_classes: int | None = None) -> dict:
+    """:func:`estimate_run` on the base model, corrected for LoRA, frozen blocks and a class head.
+
+    AdamW keeps 12 bytes per *trained* weight (gradient + two moments), so LoRA
+    or frozen blocks shrink that part. A backward pass that stops early costs
+    less time: LoRA computes no weight gradient (about 4 instead of 6 FLOPs per
+    weight and token); frozen blocks cost their forward pass only. A classifier
+    has no vocabulary projection, so its logits take almost no memory.
+    """
+    _check_finetune(model, task, method, max_length)
+    est = estimate_run(model, batch_size, max_length, steps, device, "auto", grad_accum)
+    n, trainable = est["params"], count_trainable(model, task, method, lora_r, n_classes, n_last)
+    parts = dict(est["memory_breakdown"])
+    parts["grads_and_adamw"] = 12 * trainable
+    info = backend_of(model).info()
+    if task == "classify":
+        act_bytes = 2 if est["precision"] == "bf16" else 4
+        tokens = batch_size * max_length
+        parts["activations"] = max(0, parts["activations"] - tokens * (info.vocab_size - (n_classes or 2))
+                                   * (act_bytes + 8))
+        n_compute = max(n - info.vocab_size * info.d_model, 1)  # the embedding is a lookup, not a matmul
+        frac = min(trainable / n_compute, 1.0) if n_last is not None else 1.0
+        factor = (n_compute / max(n, 1)) * (2 + 4 * frac) / 6
+    else:
+        factor = 4 / 6 if method == "lora" else 1.0
+    memory = int(sum(parts.values()))
+    free = est["available_bytes"]
+    fits = free is None or memory <= 0.9 * free
+    reason = None if fits else note(
+        "train.too_big", "This run needs about {need_gb} GB of memory but only {free_gb} GB are free "
+        "on {device}: lower the batch size, the context or the model.",
+        need_gb=round(memory / 1e9, 2), free_gb=round(free / 1e9, 2), device=torch.device(est["device"]).type)
+    est.update(memory_bytes=memory, memory_breakdown=parts, trainable_params=trainable,
+               seconds_estimate=est["seconds_estimate"] * factor, fits=fits, reason=reason)
+    return est
 
 
 # --------------------------------------------------------------- checkpoints
@@ -830,43 +955,22 @@ _CLASSIFIER_FILE = "classifier.json"
 def save_trained(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Save a trained model atomically; the previous checkpoint survives a crash mid-save.
 
-    * our GPT (language model): :func:`gpt_core.model.save_checkpoint`;
-    * our GPT classifier: a directory with config.json, model.safetensors
-      (head included) and classifier.json, swapped in with ``atomic_dir``;
-    * Hugging Face models: ``save_pretrained(safe_serialization=True)`` in a
-      temporary directory renamed into place.
-    LoRA adapters are merged into a copy first.
+    The folder is built aside and swapped in with ``atomic_dir``. It holds what
+    the model's backend writes (our GPT: config.json + model.safetensors, the
+    layout of :func:`gpt_core.model.save_checkpoint`; Hugging Face models:
+    ``save_pretrained``), plus classifier.json for a classifier. LoRA adapters
+    are merged into a copy first.
     """
     from .hub import atomic_dir
-    from .model import save_checkpoint
 
-    path = Path(path)
     plain = merge_lora(model)
-    extra = dict(extra or {})
-    if isinstance(plain, GPT) and not is_classifier(plain):
-        return save_checkpoint(plain, path, extra)
-    if isinstance(plain, GPT):
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().cpu().contiguous() for k, v in plain.state_dict().items()}
-        with atomic_dir(path) as tmp:
-            save_file(state, str(tmp / "model.safetensors"))
-            meta = {"gpt_core": 1, "config": plain.cfg.to_dict(), **extra}
-            (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-            (tmp / _CLASSIFIER_FILE).write_text(json.dumps(
-                {"n_classes": plain.gpt_core_n_classes, "labels": plain.gpt_core_labels}, ensure_ascii=False),
-                encoding="utf-8")
-        return path
-    if not hasattr(plain, "save_pretrained"):
-        raise InvalidInput(f"Je ne sais pas enregistrer un modèle de type {type(plain).__name__}.")
-    with atomic_dir(path) as tmp:
-        plain.save_pretrained(str(tmp), safe_serialization=True)
-        (tmp / "gpt_core_train.json").write_text(json.dumps(extra, indent=2, default=str), encoding="utf-8")
+    with atomic_dir(Path(path)) as tmp:
+        backend_of(plain).write_weights(tmp, dict(extra or {}))
         if is_classifier(plain):
             (tmp / _CLASSIFIER_FILE).write_text(json.dumps(
                 {"n_classes": plain.gpt_core_n_classes, "labels": plain.gpt_core_labels}, ensure_ascii=False),
                 encoding="utf-8")
-    return path
+    return Path(path)
 
 
 def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
@@ -875,7 +979,8 @@ def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> nn.Modul
 
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise InvalidInput(f"Le dossier « {path} » ne contient pas de checkpoint (config.json manquant).")
+        raise InvalidInput("train.no_checkpoint", "The folder '{path}' holds no checkpoint (config.json is missing).",
+                           path=path.name)
     if not (path / _CLASSIFIER_FILE).is_file():
         return load_checkpoint(path, map_location)
     from safetensors.torch import load_file
@@ -883,7 +988,7 @@ def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> nn.Modul
     meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
     info = json.loads((path / _CLASSIFIER_FILE).read_text(encoding="utf-8"))
     if "gpt_core" not in meta:
-        raise InvalidInput(f"« {path} » n'est pas un classifieur gpt_core.")
+        raise InvalidInput("train.not_a_classifier", "'{path}' is not a gpt_core classifier.", path=path.name)
     base = GPT(GPTConfig.from_dict(meta["config"]))
     model = prepare_classifier(base, int(info["n_classes"]), labels=info.get("labels"))
     model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location))

@@ -1,12 +1,12 @@
 """Home: the model card and a quick look (coloured tokens + top-10 next tokens)."""
 import streamlit as st
 
-from explorer.figures import prob_bars
-from explorer.home import model_card_rows, quick_look
-from explorer.i18n import t
-from explorer.models import current_model, label_of
-from explorer.textinput import text_area_checked
-from explorer.tokens_view import chips_html
+from explorer.figures.bars import prob_bars
+from explorer.views.home import model_card_rows, quick_look
+from explorer.ui.i18n import t
+from explorer.ui.model_store import current_model, label_of
+from explorer.ui.text_input import text_area_checked
+from explorer.ui.token_chips import chips_html
 
 lm = current_model()
 st.title(t("app.title"))

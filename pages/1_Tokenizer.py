@@ -1,11 +1,10 @@
 """Tokenizer lab: 2 to 4 tokenizers side by side, BPE step by step, train your own, ids -> text."""
 import streamlit as st
 
-from explorer import tokenlab_view as V
-from explorer.i18n import current_lang, t
-from explorer.models import current_model
-from gpt_core import tokenlab
-from gpt_core.errors import GPTCoreError
+from explorer.views import tokenizer as V
+from explorer.ui.i18n import current_lang, t
+from explorer.ui.model_store import current_model
+from explorer.ui.state import persisted
 
 lm = current_model()
 st.title(t("tokenizer.title"))
@@ -15,20 +14,14 @@ st.caption(t("tokenizer.model_uses", tok=lm.tokenizer.name))
 keys = V.choose_tokenizers()
 text = V.text_input(current_lang())
 left, right = st.columns(2)
-allow_special = left.toggle(t("tokenizer.allow_special"), value=True, key="_w.tok.special",
-                            help=t("tokenizer.allow_special_help"))
-show_ids = right.toggle(t("tokenizer.show_ids"), value=False, key="_w.tok.show_ids")
+allow_special = persisted(left.toggle, t("tokenizer.allow_special"), "tok.special", True,
+                          help=t("tokenizer.allow_special_help"))
+show_ids = persisted(right.toggle, t("tokenizer.show_ids"), "tok.show_ids", False)
 tokenizers = V.load_selected(keys)
 if len(keys) < 2:
     st.info(t("tokenizer.pick_two"))
 
-comp = None
-if text and tokenizers:
-    try:
-        comp = tokenlab.compare_tokenizers(tokenizers, text, allow_special=allow_special)
-    except GPTCoreError as exc:
-        st.error(str(exc))
-
+comp = V.compare(tokenizers, text, allow_special)
 if comp is not None:
     st.subheader(t("tokenizer.stats"))
     st.dataframe(V.stats_frame(comp), hide_index=True, width="stretch")

@@ -1,13 +1,12 @@
 """Embeddings: token rows, positions (learned table or RoPE), block input, PCA, neighbours."""
 import streamlit as st
 
-from explorer import embeddings_view as V
-from explorer.i18n import t
-from explorer.models import current_model, label_of
-from gpt_core.trace import describe
+from explorer.views import embeddings as V
+from explorer.ui.i18n import t
+from explorer.ui.model_store import current_model, label_of
 
 lm = current_model()
-info = describe(lm.model)
+info = V.model_info(lm)
 st.title(t("embeddings.title"))
 st.caption(t("embeddings.intro"))
 st.caption(t("embeddings.model_line", label=label_of(lm.source), vocab=info.vocab_size, d=info.d_model,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One script for a fresh machine: creates .venv, installs what is needed, then
 #   app   -> streamlit run explorer/Home.py
-#   test  -> python -m pytest (plus Chromium for the browser tests when it can)
+#   test  -> the layer contracts (lint-imports), then python -m pytest (plus Chromium for the browser tests when it can)
 #   install -> only installs
 # Set TORCH=cuda to let pip pick a CUDA build of torch; the default is the CPU build,
 # so nobody downloads gigabytes of CUDA wheels by accident.
@@ -46,6 +46,8 @@ case "$mode" in
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
         || echo "warning: chromium could not be installed; browser tests will be skipped"
     fi
+    echo "==> layer contracts (import-linter)"
+    PYTHONPATH=. "$VENV/bin/lint-imports" --no-cache
     exec "$vpy" -m pytest "$@" ;;
   install) echo "installed in $VENV" ;;
   *) echo "usage: bash scripts/setup.sh [app|test|install] [extra args]" >&2; exit 2 ;;

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from shown import assert_said, shown
+
 import gpt_core.model as model_module
 from gpt_core.architecture import MODULE_NAMES
 
@@ -37,7 +39,7 @@ def run(page, model, text=None, query=None, session=None, lang=None):
 
 
 def messages(at, kinds=("info", "warning", "error")):
-    return " ".join(str(e.value) for kind in kinds for e in at.get(kind))
+    return shown(at, kinds)
 
 
 def figures(at):
@@ -156,3 +158,27 @@ def test_architecture_too_long_text_is_cut():
     at = run(ARCH, "tiny-random", text="mot " * 400)
     assert "dépassent la fenêtre de contexte de 128" in messages(at, ("warning",))
     assert at.dataframe[0].value.iloc[-1, 3] == "(1, 128, 50257)"
+
+
+# ------------------------------------------------------- hostile input, in the UI language
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_attention_hostile_input_is_answered_in_the_ui_language(lang):
+    at = run(ATTENTION, "tiny-random", query={"layer": "99", "head": "abc"}, lang=lang)
+    warnings = messages(at, ("warning",))
+    assert_said(warnings, "attention.bad_out_of_range", lang)
+    assert_said(warnings, "attention.bad_not_a_number", lang)
+    assert_said(warnings, "attention.from_url", lang)
+    at = run(ATTENTION, "tiny-random", text="mot " * 400, session={"attention.head": 8}, lang=lang)
+    for key in ("attention.from_session", "input.truncated_tokens", "attention.too_many"):
+        assert_said(messages(at), key, lang)
+    at = run(ATTENTION, "tiny-random", text="", lang=lang)
+    assert_said(messages(at), "input.empty", lang)
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_lens_and_architecture_hostile_text_in_the_ui_language(lang):
+    for page, text, key in ((LENS, " \n ", "input.blank"), (LENS, "Hi", "logit_lens.one_token"),
+                            (LENS, "mot " * 400, "input.truncated_tokens"),
+                            (ARCH, "", "input.empty"), (ARCH, "mot " * 400, "input.truncated_tokens")):
+        at = run(page, "tiny-random", text=text, lang=lang)
+        assert_said(messages(at), key, lang)

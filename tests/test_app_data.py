@@ -125,3 +125,107 @@ def test_language_switch_keeps_choices_and_pydoc_source():
     assert "Wasted compute" in labels and "Samples" in labels
     assert "pydoc_data.topics" in " ".join(c.value for c in at.caption)
     assert charts(at)[0]["layout"]["title"]["text"].startswith("EOT concatenation")
+
+
+# ------------------------------------------------- hostile input, in the UI language
+FRENCH_MARKS = ("«", "»", "é", "è", "à", "ç", "ê", " le ", " la ", " les ", " est ", " une ", " des ", " du ", " : ")
+ENGLISH_MARKS = (" the ", " is ", " must ", " cannot ", " holds ", " not ", " of ", " and ", " with ", " file ")
+
+
+def other_language(text: str, lang: str) -> list[str]:
+    """Marks of the other language found in ``text`` (Markdown escapes removed): empty when all is well."""
+    probe = " " + text.replace("\\", "").lower() + " "
+    return [m for m in (FRENCH_MARKS if lang == "en" else ENGLISH_MARKS) if m in probe]
+
+
+def shown(at, kinds=("error", "warning", "info")) -> list[str]:
+    return [str(e.value) for kind in kinds for e in at.get(kind)]
+
+
+def expect_said(at, lang: str, expected: str | None = None, kinds=("error", "warning", "info")) -> None:
+    """Something is shown, all of it in ``lang``, and ``expected`` (a locale sentence) among it."""
+    from explorer.ui.messages import plain
+
+    assert not at.exception, at.exception
+    texts = shown(at, kinds)
+    assert texts, "nothing shown"
+    for text in texts:
+        assert not other_language(text, lang), (lang, text)
+    if expected is not None:
+        assert any(plain(expected) in text or expected in text for text in texts), (expected, texts)
+
+
+def speak(monkeypatch, lang: str) -> None:
+    """AppTest draws option labels in the test's thread, where the session's language is unknown: tell it."""
+    import explorer.ui.i18n as i18n
+    import explorer.ui.messages as messages
+
+    for module in (i18n, messages):
+        monkeypatch.setattr(module, "current_lang", lambda: lang)
+
+
+def refusal(fn, *args, lang: str, **kw) -> str:
+    """What a ``lang`` reader is told when ``fn(*args, **kw)`` refuses its input."""
+    from gpt_core.errors import GPTCoreError
+
+    from said import en, fr
+
+    with pytest.raises(GPTCoreError) as err:
+        fn(*args, **kw)
+    return (fr if lang == "fr" else en)(err.value)
+
+
+HOSTILE_UPLOADS = [
+    (b"caf\xe9 au lait", "latin1.txt"),                       # not UTF-8
+    (b'[{"text": "a"},', "broken.json"),                      # bad JSON
+    (b"label,score\nbug,1\n", "nocol.csv"),                   # no usable text column
+    (b"", "empty.txt"),                                       # empty file
+    (b'[{"text": "  "}]', "blank.json"),                      # only blank texts
+]
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_hostile_input_is_refused_in_the_ui_language(lang, monkeypatch):
+    from explorer import corpus as C
+    from explorer.ui.i18n import lookup
+    from explorer.views import data as V
+
+    files: dict = {}
+    monkeypatch.setattr(V, "uploaded", lambda where, label, types, key: files.get(key))
+    speak(monkeypatch, lang)
+    at = run_page("tiny-random", lang=lang, source="paste")
+    at.text_area(key=f"_w.data.text.{lang}").input("   \n  ").run()              # blank text
+    expect_said(at, lang, lookup("input.blank", lang))
+    at.text_area(key=f"_w.data.text.{lang}").input("Bonjour").run()              # too short for a window
+    expect_said(at, lang, lookup("data.need_windows", lang))
+    at.text_area(key=f"_w.data.text.{lang}").input(lookup("data.paste_default", lang)).run()
+    at.slider(key=f"_w.data.bs.{lang}").set_value(32).run()                       # absurd batch size
+    expect_said(at, lang)
+    assert not other_language(" ".join(m.value for m in at.markdown if "drop_last" in m.value), lang)
+    at.selectbox(key=f"_w.data.source.{lang}").set_value("upload").run()
+    for data, name in HOSTILE_UPLOADS:
+        files["_w.data.file"] = (data, name)
+        at.run()
+        expect_said(at, lang, refusal(C.load_corpus, "upload", upload=(data, name), lang=lang), ("error",))
+    files["_w.data.inst_file"] = (b"instruction,input\nDis bonjour,\n", "inst.csv")  # no output column
+    at.radio(key=f"_w.data.inst_src.{lang}").set_value("upload").run()
+    expect_said(at, lang, refusal(C.instruction_records, files["_w.data.inst_file"], lang=lang), ("error",))
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_offline_hugging_face_is_said_in_the_ui_language(lang, monkeypatch):
+    speak(monkeypatch, lang)
+    at = run_page("tiny-random", lang=lang, source="hf")
+    at.button(key="data.hf_button").click().run()
+    expect_said(at, lang, kinds=("error",))
+
+
+def test_a_csv_with_a_review_column_works_on_the_data_page(monkeypatch):
+    from explorer.views import data as V
+
+    upload = ('review,stars\n"Un film superbe, drôle et bien joué.",5\nBof.,2\n'.encode(), "avis.csv")
+    monkeypatch.setattr(V, "uploaded", lambda where, label, types, key: upload if key == "_w.data.file" else None)
+    at = run_page("tiny-random", source="upload")
+    assert not [e.value for e in at.error]
+    assert "avis.csv : 2 document(s)" in " ".join(c.value for c in at.caption)
+    assert charts(at)[0]["layout"]["title"]["text"].startswith("Concaténation EOT")

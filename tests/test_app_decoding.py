@@ -4,6 +4,8 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from shown import assert_said, shown
+
 NEXT = "../pages/6_Next_token.py"
 LAB = "../pages/7_Decoding.py"
 BACKENDS = ["smollm2-embedded", "tiny-random"]
@@ -22,7 +24,7 @@ def run(page, model, session=None, lang=None):
 
 
 def messages(at, kinds=("info", "warning", "error")):
-    return " ".join(str(e.value) for kind in kinds for e in at.get(kind))
+    return shown(at, kinds)
 
 
 def figures(at):
@@ -208,3 +210,53 @@ def test_lab_hostile_values():
     assert not at.exception
     assert "seuls ses 123 derniers jetons" in messages(at, ("warning",))
     assert len(figures(at)) == 4
+
+
+# ======================================================= hostile values, in the UI language
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_next_token_hostile_settings_in_the_ui_language(lang):
+    at = run(NEXT, "tiny-random", lang=lang)
+    for key, value, said, good in (("_w.next_token.temperature", -1.0, "decoding.bad_temperature", 0.8),
+                                   ("_w.next_token.top_k", 0, "decoding.bad_top_k", 40),
+                                   ("_w.next_token.top_k", 60000, "decoding.bad_top_k", 40),
+                                   ("_w.next_token.top_p", 0.0, "decoding.bad_top_p", 0.9),
+                                   ("_w.next_token.min_p", 2.0, "decoding.bad_min_p", 0.0),
+                                   ("_w.next_token.rep_penalty", 0.0, "decoding.bad_repetition_penalty", 1.0)):
+        set_number(at, key, value)
+        assert_said(messages(at, ("error",)), said, lang)
+        set_number(at, key, good)
+        assert not messages(at, ("error",))
+    set_number(at, "_w.next_token.temperature", 0.0)
+    assert_said(messages(at, ("info",)), "decoding.temp0", lang)
+    at.text_area[0].input("").run()
+    assert_said(messages(at, ("info",)), "decoding.empty_prompt", lang)
+    at.text_area[0].input("mot " * 400).run()
+    assert_said(messages(at, ("warning",)), "decoding.prompt_cut", lang)
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_lab_hostile_values_in_the_ui_language(lang):
+    at = run(LAB, "tiny-random", lang=lang)
+    set_number(at, "_w.decoding.max_new", 100000)
+    assert_said(messages(at, ("error",)), "decoding.bad_max_new_ctx", lang)
+    set_number(at, "_w.decoding.max_new", 0)
+    assert_said(messages(at, ("error",)), "decoding.bad_max_new", lang)
+    set_number(at, "_w.decoding.max_new", 3)
+    for key, value, said in (("_w.decoding.beams", 0, "decoding.bad_beams"),
+                             ("_w.decoding.beams", 17, "decoding.too_many_beams"),
+                             ("_w.decoding.temperature", -0.5, "decoding.bad_temperature"),
+                             ("_w.decoding.top_k", 0, "decoding.bad_top_k"),
+                             ("_w.decoding.top_p", 1.5, "decoding.bad_top_p"),
+                             ("_w.decoding.no_repeat_ngram", -1, "decoding.bad_no_repeat_ngram"),
+                             ("_w.decoding.repetition_penalty", -2.0, "decoding.bad_repetition_penalty")):
+        good = at.number_input(key=key).value
+        set_number(at, key, value)
+        assert_said(messages(at, ("error",)), said, lang)
+        set_number(at, key, good)
+        assert not messages(at, ("error",))
+    set_number(at, "_w.decoding.top_p", 0.0)
+    assert_said(messages(at, ("error",)), "decoding.lane_off_sample", lang)
+    set_number(at, "_w.decoding.top_p", 1.0)
+    set_number(at, "_w.decoding.temperature", 0.0)
+    assert_said(messages(at, ("info",)), "decoding.temp0", lang)
+    assert_said(messages(at, ("info",)), "decoding.greedy_filters", lang)

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from shown import assert_said, core_key, shown
+
 PAGE = "../pages/2_Embeddings.py"
 
 
 def messages(at, kinds=("info", "warning", "error")):
-    return " ".join(str(e.value) for kind in kinds for e in at.get(kind))
+    return shown(at, kinds)
 
 
 def charts(at):
@@ -119,3 +121,35 @@ def test_switch_model_from_the_sidebar_under_navigation():
     at.switch_page("../pages/1_Tokenizer.py").run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Labo des tokenizers"
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_hostile_inputs_are_answered_in_the_ui_language(lang):
+    from gpt_core import embeddings as E
+    from gpt_core.errors import GPTCoreError
+    from gpt_core.registry import load_model
+
+    tiny = load_model("tiny-random")
+    unit = E.unit_embeddings(tiny.model)
+
+    def key_of(call, *args):
+        with pytest.raises(GPTCoreError) as info:
+            call(*args)
+        return core_key(info.value)
+
+    at = run("tiny-random", lang)
+    at.text_area(key="_w.emb.text").input("").run()
+    assert_said(messages(at), "input.empty", lang)
+    at.text_area(key="_w.emb.text").input("👩‍👩‍👧‍👦\x00 مرحبا " * 50).run()
+    assert_said(messages(at, ("warning",)), "embeddings.truncated", lang)
+    words = ", ".join(f"mot{i}" for i in range(13))
+    at.text_input(key="_w.emb.words").input(words).run()
+    assert_said(messages(at, ("error",)), key_of(E.parse_words, words), lang)
+    at.text_input(key="_w.emb.nn_query.text").input("   ").run()     # a neighbour of nothing
+    assert_said(messages(at, ("error",)), key_of(E.neighbours_of_word, unit, tiny.tokenizer, "   ", 10), lang)
+    at.radio(key="_w.emb.nn_mode").set_value("id").run()
+    at.text_input(key="_w.emb.nn_query.id").input("99999999").run()  # beyond the vocabulary
+    assert_said(messages(at, ("error",)), key_of(E.neighbours_of_id, unit, tiny.tokenizer, 99999999, 10), lang)
+    at.text_input(key="_w.emb.nn_query.id").input("-4").run()        # not a token id at all
+    assert_said(messages(at, ("error",)), "embeddings.nn_bad_id", lang)
+    assert not at.exception, at.exception

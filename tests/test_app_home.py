@@ -2,6 +2,8 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from shown import assert_said, shown
+
 HOME = "../explorer/Home.py"
 
 
@@ -14,8 +16,7 @@ def app():
 
 
 def texts(at):
-    return " ".join(e.value if isinstance(e.value, str) else str(e.value)
-                    for kind in ("info", "warning", "error") for e in at.get(kind))
+    return shown(at, ("info", "warning", "error"))
 
 
 def test_home_shows_model_card_and_top10(app):
@@ -71,8 +72,23 @@ def test_more_tokens_than_context_truncates_with_notice(monkeypatch):
 
 def test_check_text_replaces_lone_surrogates():
     # a browser cannot send these, but an upload decoded with surrogateescape can
-    from explorer.textinput import check_text
+    from explorer.ui.text_input import check_text
 
     checked = check_text("x\ud800y")
     assert checked.text == "x\ufffdy"
     assert any("surrogates" in m or "substituts" in m for _, m in checked.messages)
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_hostile_text_is_answered_in_the_ui_language(lang):
+    """Every message a hostile text can trigger on Home is the locale's sentence, never the other language's."""
+    at = AppTest.from_file(HOME, default_timeout=120)
+    at.session_state["app.model"] = "tiny-random"   # a 128-token window: a long text is cut
+    at.session_state["app.lang"] = lang
+    at.run()
+    cases = [("", "input.empty"), ("   \n\t ", "input.blank"), ("a" * 20_000, "input.truncated_chars"),
+             ("bonjour\x00\x07 le\x1b monde", "input.control"), ("mot " * 400, "input.truncated_tokens")]
+    for text, key in cases:
+        at.text_area[0].input(text).run()
+        assert not at.exception, at.exception
+        assert_said(texts(at), key, lang)

@@ -4,6 +4,8 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from shown import assert_said, core_key, shown
+
 PAGE = "../pages/1_Tokenizer.py"
 
 
@@ -20,7 +22,7 @@ def barthez_available() -> bool:
 
 
 def messages(at, kinds=("info", "warning", "error", "success")):
-    return " ".join(str(e.value) for kind in kinds for e in at.get(kind))
+    return shown(at, kinds)
 
 
 @pytest.fixture()
@@ -126,3 +128,45 @@ def test_english():
     assert at.dataframe[0].value.columns.tolist()[:3] == ["Tokenizer", "Vocabulary", "Tokens"]
     if not barthez_available():
         assert "BARThez cannot be reached" in messages(at, ("warning",))
+
+
+def core_error(call, *args):
+    """The locale key of the gpt_core error ``call(*args)`` raises (what the page must say)."""
+    from gpt_core.errors import GPTCoreError
+
+    with pytest.raises(GPTCoreError) as info:
+        call(*args)
+    return core_key(info.value)
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_hostile_inputs_are_answered_in_the_ui_language(lang):
+    from gpt_core import tokenlab
+    from gpt_core.tokenizers import load_tokenizer
+
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state["app.lang"] = lang
+    at.run()
+    assert not at.exception, at.exception
+    if not barthez_available():
+        assert_said(messages(at, ("warning",)), "tokenizer.barthez_missing", lang)
+    gpt2 = load_tokenizer("gpt2")
+    for ids in ("8001 811 x", "8001 -5", "99999999"):          # ids -> text round trip
+        at.text_area(key="_w.tok.rt_ids.0").input(ids).run()
+        assert not at.exception, at.exception
+        assert_said(messages(at, ("error",)), core_error(tokenlab.round_trip, gpt2, ids), lang)
+    at.text_input(key="_w.tok.bpe_word").input("   ").run()  # BPE step-through of nothing
+    assert_said(messages(at, ("info",)), "tokenizer.bpe_empty", lang)
+    text = at.text_area(key="_w.tok.text").value                # training on a corpus far too small
+    at.radio(key="_w.tok.train_source").set_value("text").run()
+    at.button(key="_w.tok.train_go").click().run()
+    assert not at.exception, at.exception
+    assert_said(messages(at, ("error",)), core_error(tokenlab.train_bpe, text, 1000), lang)
+    latin1 = "café crème".encode("latin-1")                    # an upload that is not UTF-8
+    at.radio(key="_w.tok.train_source").set_value("upload").run()
+    at.file_uploader[0].set_value(("latin1.txt", latin1, "text/plain")).run()
+    assert_said(messages(at, ("error",)), core_error(tokenlab.read_upload, latin1, tokenlab.MAX_TRAIN_CHARS), lang)
+    for text, key in (("", "input.empty"), ("  \n ", "input.blank")):
+        at.text_area(key="_w.tok.text").input(text).run()
+        assert not at.exception, at.exception
+        assert_said(messages(at), key, lang)

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.jobs import get_manager
+from test_app_data import HOSTILE_UPLOADS, expect_said, speak
 
 PRETRAIN = "../pages/9_Pretrain.py"
 FINETUNE = "../pages/10_Finetune.py"
@@ -120,7 +121,7 @@ def test_pretrain_refuses_a_short_text_and_a_run_that_cannot_fit():
     at.select_slider(key="_w.pretrain.context").set_value(1024).run()
     at.number_input(key="_w.pretrain.batch").set_value(512).run()
     assert not at.exception, at.exception
-    assert "Impossible de lancer : cet entraînement demande environ" in texts(at, ("error",))
+    assert "Impossible de lancer l'entraînement. Cet entraînement demande environ" in texts(at, ("error",))
     assert at.button(key="pretrain.start").disabled
 
 
@@ -213,7 +214,7 @@ def test_finetune_instruction_job_shows_before_and_after():
     assert [t["name"] for t in bars["data"]] == ["Avant", "Après"]
 
 
-def test_finetune_classification_job_in_english_shows_the_confusion_matrix():
+def test_finetune_classification_job_in_english_shows_the_confusion_matrix(monkeypatch):
     at = app(FINETUNE)
     at.radio(key="_w.finetune.task").set_value("classify").run()
     at.number_input(key="_w.finetune.small.classify.steps").set_value(20).run()
@@ -230,3 +231,138 @@ def test_finetune_classification_job_in_english_shows_the_confusion_matrix():
     assert sum(map(sum, heat["data"][0]["z"])) == 60
     assert heat["data"][0]["x"] == ["compte_acces", "impression", "logiciel", "materiel", "reseau"]
     assert "not offered to the other pages" in " ".join(c.value for c in at.caption)
+    # a blank ticket typed after the run is refused in English
+    speak(monkeypatch, "en")
+    at.text_area[0].input("   ")
+    next(b for b in at.button if b.label == "Compare").click().run()
+    expect_said(at, "en", "The text to classify is empty: type a few words.", ("error",))
+
+
+# ------------------------------------------------- hostile input, in the UI language
+def said_in(lang: str):
+    from said import en, fr
+
+    return fr if lang == "fr" else en
+
+
+def refusal_of(fn, *args, lang: str, **kw) -> str:
+    from gpt_core.errors import GPTCoreError
+
+    with pytest.raises(GPTCoreError) as err:
+        fn(*args, **kw)
+    return said_in(lang)(err.value)
+
+
+def fake_uploads(monkeypatch) -> dict:
+    """The pages' file uploader, fed by the test: {widget key: (bytes, file name)}."""
+    from explorer.views import data as V
+
+    files: dict = {}
+    monkeypatch.setattr(V, "uploaded", lambda where, label, types, key: files.get(key))
+    return files
+
+
+def no_earlier_jobs(monkeypatch) -> None:
+    """A fresh job manager: the panel of an earlier test's run (named in its language) stays out of view."""
+    import explorer.jobs as jobs
+
+    monkeypatch.setattr(jobs, "_manager", jobs.JobManager())
+
+
+def tiny_memory(monkeypatch) -> None:
+    """A machine with 1 MB free: no run fits."""
+    import gpt_core.train as T
+
+    monkeypatch.setattr(T, "available_memory", lambda device: 1_000_000)
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_pretrain_hostile_input_is_refused_in_the_ui_language(lang, monkeypatch):
+    from explorer import corpus as C
+    from explorer.ui.i18n import lookup
+    from gpt_core.config import GPTConfig
+    from gpt_core.train import TrainConfig, parse_learning_rate
+
+    files = fake_uploads(monkeypatch)
+    speak(monkeypatch, lang)
+    no_earlier_jobs(monkeypatch)
+    at = app(PRETRAIN, lang=lang)
+    for lr in ("abc", "nan", "0", "10", ""):
+        at.text_input(key="_w.pretrain.lr").input(lr).run()
+        expect_said(at, lang, refusal_of(parse_learning_rate, lr, lang=lang), ("error",))
+        assert at.button(key="pretrain.start").disabled
+    at.text_input(key="_w.pretrain.lr").input("3e-3").run()
+    at.number_input(key="_w.pretrain.warmup").set_value(500).run()              # warm-up longer than training
+    expect_said(at, lang, refusal_of(TrainConfig, steps=60, warmup=500, lang=lang), ("error",))
+    at.number_input(key="_w.pretrain.warmup").set_value(5).run()
+    at.select_slider(key="_w.pretrain.n_heads").set_value(12).run()             # 64 is not a multiple of 12
+    expect_said(at, lang, refusal_of(GPTConfig, d_model=64, n_heads=12, lang=lang), ("error",))
+    at.select_slider(key="_w.pretrain.n_heads").set_value(4).run()
+    at.text_input(key="_w.pretrain.prompt").input("   ").run()                  # empty sample prompt
+    expect_said(at, lang, kinds=("error",))
+    at.text_input(key="_w.pretrain.prompt").input("Il").run()
+    at.selectbox(key="_w.pretrain.source").set_value("paste").run()
+    at.text_area(key="_w.pretrain.text").input("   ").run()                     # blank text
+    expect_said(at, lang, lookup("input.blank", lang))
+    at.text_area(key="_w.pretrain.text").input("Trop court.").run()             # too short for the context
+    expect_said(at, lang, kinds=("error",))
+    at.selectbox(key="_w.pretrain.source").set_value("upload").run()
+    for data, name in HOSTILE_UPLOADS:
+        files["_w.pretrain.file"] = (data, name)
+        at.run()
+        expect_said(at, lang, refusal_of(C.load_corpus, "upload", upload=(data, name), lang=lang), ("error",))
+    assert at.button(key="pretrain.start").disabled
+    tiny_memory(monkeypatch)                                                    # a run that cannot fit
+    at.selectbox(key="_w.pretrain.source").set_value("corpus_en").run()
+    expect_said(at, lang, lookup("training.cannot_start", lang).split("{")[0].strip(), ("error",))
+    assert at.button(key="pretrain.start").disabled
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_finetune_hostile_input_is_refused_in_the_ui_language(lang, monkeypatch):
+    from explorer import corpus as C
+    from explorer.ui.i18n import lookup
+
+    files = fake_uploads(monkeypatch)
+    speak(monkeypatch, lang)
+    no_earlier_jobs(monkeypatch)
+    at = app(FINETUNE, lang=lang)
+    P = "finetune.small.instruct"
+    at.text_input(key=f"_w.{P}.lr").input("-1").run()
+    expect_said(at, lang, kinds=("error",))
+    at.text_input(key=f"_w.{P}.lr").input("3e-3").run()
+    at.select_slider(key=f"_w.{P}.max_length").set_value(16).run()             # masked prompts fill every row
+    expect_said(at, lang, kinds=("error",))
+    at.select_slider(key=f"_w.{P}.max_length").set_value(96).run()
+    at.radio(key=f"_w.{P}.src").set_value("upload").run()
+    uploads = [(b'[{"instruction": "a"', "broken.json"), (b"question,answer\nx,y\n", "cols.csv"),
+               (b"caf\xe9", "latin1.csv"), (b"[]", "empty.json")]
+    for upload in uploads:
+        files[f"_w.{P}.file"] = upload
+        at.run()
+        expect_said(at, lang, refusal_of(C.instruction_records, upload, lang=lang), ("error",))
+    at.radio(key="_w.finetune.task").set_value("classify").run()
+    at.radio(key="_w.finetune.small.classify.src").set_value("upload").run()
+    one_class = ("text,label\npanne wifi,reseau\ncâble,reseau\n".encode(), "one.csv")
+    files["_w.finetune.small.classify.file"] = one_class
+    at.run()
+    expect_said(at, lang, refusal_of(C.classification_records, one_class, lang=lang), ("error",))
+    at.radio(key="_w.finetune.small.classify.src").set_value("bundled").run()
+    tiny_memory(monkeypatch)                                                    # a run that cannot fit
+    at.run()
+    expect_said(at, lang, lookup("training.cannot_start", lang).split("{")[0].strip(), ("error",))
+    assert at.button(key="finetune.start").disabled
+
+
+def test_a_csv_with_a_review_column_works_on_the_pretrain_page(monkeypatch):
+    files = fake_uploads(monkeypatch)
+    reviews = "\n".join(f'"Critique {i} : un film {"superbe" if i % 2 else "ennuyeux"}, vu au cinéma.",{i % 5}'
+                        for i in range(300))
+    files["_w.pretrain.file"] = (("review,stars\n" + reviews + "\n").encode(), "avis.csv")
+    at = app(PRETRAIN)
+    at.selectbox(key="_w.pretrain.preset").set_value("nano").run()
+    at.selectbox(key="_w.pretrain.source").set_value("upload").run()
+    assert not at.exception, at.exception
+    assert not texts(at, ("error",))
+    assert "avis.csv :" in " ".join(c.value for c in at.caption)
+    assert not at.button(key="pretrain.start").disabled

@@ -125,8 +125,10 @@ def test_head_scores_does_not_modify_its_input():
 
 @pytest.mark.parametrize("bad", [torch.zeros(4, 4), torch.zeros(2, 3, 4), torch.zeros(2, 0, 0)])
 def test_bad_pattern_shapes_are_rejected(bad):
-    with pytest.raises(InvalidInput, match="shape"):
+    with pytest.raises(InvalidInput) as err:
         head_scores(bad)
+    assert err.value.code == "attention.bad_pattern_shape"
+    assert err.value.params["shape"] == str(tuple(bad.shape))
 
 
 # --------------------------------------------------------------- grid and windows
@@ -173,20 +175,26 @@ def test_valid_indices(value, n, expected):
 ])
 def test_hostile_indices_are_clamped_with_a_reason(value, n, expected):
     assert clamp_index(value, n) == expected
-    with pytest.raises(InvalidInput, match="between 0 and"):
+    with pytest.raises(InvalidInput) as err:
         validate_index(value, n, "layer")
+    assert err.value.code in ("attention.not_an_index", "attention.index_out_of_range")
+    assert err.value.params["field"] == "layer" and err.value.params["last"] == n - 1
 
 
 def test_head_matrix_rejects_out_of_range():
     atts = [causal_softmax(torch.zeros(2, 3, 3))]
-    with pytest.raises(InvalidInput, match="head must be between 0 and 1"):
+    with pytest.raises(InvalidInput) as err:
         head_matrix(atts, 0, 2)
-    with pytest.raises(InvalidInput, match="layer must be between 0 and 0"):
+    assert err.value.code == "attention.index_out_of_range"
+    assert err.value.params == {"field": "head", "last": 1, "value": 2}
+    with pytest.raises(InvalidInput) as err:
         head_matrix(atts, 1, 0)
+    assert err.value.code == "attention.index_out_of_range"
+    assert err.value.params == {"field": "layer", "last": 0, "value": 1}
 
 
 # --------------------------------------------------------------- bertviz offline
-bertviz_offline = pytest.importorskip("explorer.bertviz_offline")
+bertviz_offline = pytest.importorskip("explorer.figures.bertviz_html")
 needs_vendor = pytest.mark.skipif(not bertviz_offline.vendor_available(),
                                   reason="offline JS not installed: run bash scripts/vendor_js.sh")
 

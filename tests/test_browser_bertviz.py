@@ -29,7 +29,7 @@ def _missing() -> str | None:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "playwright is not installed (pip install playwright)"
-    from explorer.bertviz_offline import vendor_available
+    from explorer.figures.bertviz_html import vendor_available
 
     if not vendor_available():
         return "bertviz's offline JavaScript is not installed (bash scripts/vendor_js.sh)"
@@ -74,7 +74,7 @@ def _open_offline(browser, path: Path):
 
 @pytest.mark.parametrize("view, min_marks", [("head", 10), ("model", 20)])
 def test_bertviz_draws_an_svg_offline(browser, tmp_path, view, min_marks):
-    from explorer.bertviz_offline import bertviz_html
+    from explorer.figures.bertviz_html import bertviz_html
 
     torch.manual_seed(0)
     model = GPT(GPTConfig.preset("tiny").with_(vocab_size=100)).eval()

@@ -1,11 +1,13 @@
 """Tests for gpt_core.data: windows, chunking, collate, bundled datasets, hostile uploads."""
 from __future__ import annotations
 
+import ast
 import collections
 import importlib.util
 import json
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,8 +27,18 @@ def gpt2():
     return load_tokenizer("gpt2")
 
 
-def book_windows(ids, max_length, stride):
-    """The loop of the book's GPTDatasetV1, written out as the reference."""
+@contextmanager
+def raises_code(code, exc_type=InvalidInput, **params):
+    """``pytest.raises(exc_type)`` that also checks the error's code and some of its parameters."""
+    with pytest.raises(exc_type) as info:
+        yield info
+    assert info.value.code == code, f"{info.value.code} != {code} ({info.value})"
+    for key, value in params.items():
+        assert info.value.params[key] == value, (key, info.value.params)
+
+
+def reference_windows(ids, max_length, stride):
+    """The classic sliding-window loop, written out as the reference."""
     inputs, targets = [], []
     for i in range(0, len(ids) - max_length, stride):
         inputs.append(ids[i:i + max_length])
@@ -47,10 +59,10 @@ def test_sliding_windows_exact_for_max_length_4_stride_3():
 
 @pytest.mark.parametrize("n,max_length,stride", [(20, 4, 3), (20, 4, 4), (21, 4, 4), (30, 5, 1),
                                                  (30, 3, 7), (9, 8, 1), (50, 10, 25)])
-def test_sliding_windows_match_the_book_loop(n, max_length, stride):
+def test_sliding_windows_match_the_reference_loop(n, max_length, stride):
     ids = [(7 * i + 3) % 101 for i in range(n)]
     w = D.sliding_windows(ids, max_length, stride)
-    ref_in, ref_tg = book_windows(ids, max_length, stride)
+    ref_in, ref_tg = reference_windows(ids, max_length, stride)
     assert w.inputs.tolist() == ref_in and w.targets.tolist() == ref_tg
     assert w.overlap == max(0, max_length - stride) and w.gap == max(0, stride - max_length)
     assert torch.equal(w.inputs[:, 1:], w.targets[:, :-1])  # targets are inputs shifted by one
@@ -63,15 +75,15 @@ def test_stride_larger_than_window_skips_tokens_and_reports_tail():
 
 
 def test_sliding_windows_validation_messages():
-    with pytest.raises(InvalidInput, match=r"10 token\(s\), alors qu'il en faut au moins 11"):
+    with raises_code("data.text_too_short", n=10, needed=11):
         D.sliding_windows(list(range(10)), max_length=10, stride=1)
-    with pytest.raises(InvalidInput, match="« max_length » doit valoir au moins 1"):
+    with raises_code("data.too_small", field="max_length", minimum=1):
         D.sliding_windows(list(range(10)), max_length=0, stride=1)
-    with pytest.raises(InvalidInput, match="« stride » doit valoir au moins 1"):
+    with raises_code("data.too_small", field="stride", minimum=1):
         D.sliding_windows(list(range(10)), max_length=2, stride=0)
-    with pytest.raises(InvalidInput, match="« stride » doit être un nombre entier"):
+    with raises_code("data.not_whole", field="stride", value="'3'"):
         D.sliding_windows(list(range(10)), max_length=2, stride="3")
-    with pytest.raises(InvalidInput, match="pas du texte"):
+    with raises_code("data.ids_are_text"):
         D.sliding_windows("hello world", max_length=2, stride=1)
 
 
@@ -86,7 +98,7 @@ def test_window_dataset_and_seeded_loader(gpt2):
     again = [b[0] for b in D.make_loader(ds, batch_size=4, shuffle=True, seed=3)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert all(b.shape == (4, 16) for b in first) and len(first) == len(ds) // 4
-    with pytest.raises(InvalidInput, match="moins que la taille de batch"):
+    with raises_code("data.fewer_than_batch", n=len(ds), batch_size=len(ds) + 1):
         D.make_loader(ds, batch_size=len(ds) + 1, drop_last=True)
 
 
@@ -122,11 +134,11 @@ def test_chunk_eot_drop_and_exact():
     assert r.waste_pct == 0.0
     exact = D.chunk_eot([[1, 2, 3], [4, 5, 6, 7]], eot_id=0, context=3)
     assert exact.last_window == "exact" and exact.rows.tolist() == [[1, 2, 3], [0, 4, 5], [6, 7, 0]]
-    with pytest.raises(InvalidInput, match="ne fait que 3 tokens"):
+    with raises_code("data.shorter_than_window", total=3, context=8):
         D.chunk_eot([[1, 2]], eot_id=0, context=8, last="drop")
-    with pytest.raises(InvalidInput, match="Aucun document"):
+    with raises_code("data.no_documents"):
         D.chunk_eot([], eot_id=0, context=4)
-    with pytest.raises(InvalidInput, match="« last »"):
+    with raises_code("data.bad_last", value="'keep'"):
         D.chunk_eot(DOCS, eot_id=0, context=4, last="keep")
 
 
@@ -164,9 +176,9 @@ def test_format_alpaca_layout():
     prompt_fr, _ = D.format_alpaca({"instruction": "Traduis en anglais.", "input": "le chat",
                                     "output": "the cat"}, style="alpaca-fr")
     assert "### Consigne :\nTraduis en anglais.\n\n### Entrée :\nle chat\n\n### Réponse :\n" in prompt_fr
-    with pytest.raises(InvalidInput, match="« instruction »"):
+    with raises_code("data.alpaca_no_instruction"):
         D.format_alpaca({"instruction": "  ", "output": "x"})
-    with pytest.raises(InvalidInput, match="Style de prompt inconnu"):
+    with raises_code("data.unknown_prompt_style", style="chatml"):
         D.format_alpaca({"instruction": "a"}, style="chatml")
 
 
@@ -190,9 +202,9 @@ def test_collate_masks_prompt_truncates_and_uses_separate_eos():
     assert out["loss_mask_positions"] == [[0, 1], [3]]
     short = D.collate_instructions(batch, pad_id=0, eos_id=99, max_length=2)
     assert short["inputs"].tolist() == [[1, 2], [5, 6]] and short["targets"].tolist() == [[2, 3], [6, 7]]
-    with pytest.raises(InvalidInput, match="Le batch est vide"):
+    with raises_code("data.batch_empty"):
         D.collate_instructions([], pad_id=0)
-    with pytest.raises(InvalidInput, match="couple"):
+    with raises_code("data.batch_item_not_pair", n=1):
         D.collate_instructions([[1, 2, 3]], pad_id=0)
 
 
@@ -215,7 +227,7 @@ def test_instruction_dataset_with_gpt2(gpt2):
 
 
 @pytest.mark.skipif(not SHARED_ALPACA.exists(), reason="shared Alpaca data absent")
-def test_collate_on_the_book_data(gpt2):
+def test_collate_on_the_shared_alpaca_data(gpt2):
     records = json.loads(SHARED_ALPACA.read_text(encoding="utf-8"))[:8]
     ds = D.InstructionDataset(records, gpt2)
     out = D.collate_instructions([ds[i] for i in range(8)], pad_id=EOT)
@@ -252,11 +264,11 @@ def test_classification_dataset_records_last_real_token(gpt2):
 
 def test_label_vocab_errors():
     assert D.label_vocab(["b", "a", "b"]) == {"a": 0, "b": 1}
-    with pytest.raises(InvalidInput, match="Tous les exemples \\(3\\) ont la même étiquette « reseau »"):
+    with raises_code("data.single_label", n=3, label="reseau"):
         D.label_vocab(["reseau"] * 3)
-    with pytest.raises(InvalidInput, match="L'exemple n° 2 n'a pas d'étiquette"):
+    with raises_code("data.example_no_label", n=2):
         D.label_vocab(["a", "", "b"])
-    with pytest.raises(InvalidInput, match="Aucune étiquette"):
+    with raises_code("data.no_labels"):
         D.label_vocab([])
 
 
@@ -264,26 +276,29 @@ def test_label_vocab_errors():
 def test_split_records_deterministic_and_complete():
     items = list(range(1100))
     train, val, test = D.split_records(items, seed=0)
-    assert (len(train), len(val), len(test)) == (935, 55, 110)  # the book's 85/5/10 counts
+    assert (len(train), len(val), len(test)) == (935, 55, 110)  # the usual 85/5/10 counts
     assert sorted(train + val + test) == items
     assert D.split_records(items, seed=0) == (train, val, test)
     assert D.split_records(items, seed=1)[0] != train
     small = D.split_records(list(range(3)), seed=0)
     assert [len(p) for p in small] == [1, 1, 1]
-    with pytest.raises(InvalidInput, match="Il n'y a que 1 exemple"):
+    with raises_code("data.too_few_to_split", n=1, needed=3):
         D.split_records([{"text": "a"}])
-    with pytest.raises(InvalidInput, match="vide"):
+    with raises_code("data.nothing_to_split"):
         D.split_records([])
-    with pytest.raises(InvalidInput, match="faire 1 au total"):
+    with raises_code("data.fractions_sum") as err:
         D.split_records(items, fractions=(0.5, 0.2, 0.2))
+    assert err.value.params["total"] == pytest.approx(0.9)
+    with raises_code("data.bad_fractions"):
+        D.split_records(items, fractions=("half", 0.5))
 
 
 def test_split_text():
     train, val = D.split_text("abcdefghij", 0.2)
     assert (train, val) == ("abcdefgh", "ij")
-    with pytest.raises(InvalidInput, match="trop court"):
+    with raises_code("data.text_too_short_to_split", n_chars=1, percent=10.0):
         D.split_text("a", 0.1)
-    with pytest.raises(InvalidInput, match="strictement entre 0 et 1"):
+    with raises_code("data.val_fraction_range", value=1.0):
         D.split_text("abcdef", 1.0)
 
 
@@ -297,7 +312,7 @@ def test_bundled_corpora():
         assert len(set(text.split())) > 800  # varied vocabulary
     assert "Il était une fois" in D.load_bundled("corpus_fr")
     assert D.bundled_path("corpus_en.txt").name == "corpus_en.txt"
-    with pytest.raises(InvalidInput, match="Jeu de données inconnu"):
+    with raises_code("data.unknown_bundled", name="wikipedia"):
         D.load_bundled("wikipedia")
 
 
@@ -356,7 +371,7 @@ def test_pydoc_corpus():
     assert len(docs) == len([t for t in topics.values() if t.strip()])
     assert len(D.pydoc_corpus()) > 300_000
     assert D.pydoc_corpus(max_chars=1000) == D.pydoc_corpus()[:1000]
-    with pytest.raises(InvalidInput, match="« max_chars »"):
+    with raises_code("data.too_small", field="max_chars", value=0):
         D.pydoc_corpus(max_chars=0)
 
 
@@ -364,7 +379,7 @@ def test_pydoc_corpus():
 def test_hf_slice_fails_fast_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
-    with pytest.raises(HubUnavailable, match="injoignable"):
+    with raises_code("data.hf_unreachable", HubUnavailable, name="wikimedia/wikipedia"):
         D.load_hf_dataset_slice("wikipedia-fr", n=5)
     assert time.perf_counter() - t0 < 2.0
 
@@ -383,24 +398,24 @@ def test_hf_slice_streams_a_bounded_slice(monkeypatch):
     s = D.load_hf_dataset_slice("allocine", n=3)
     assert calls == [("tblard/allocine", None, "train", True)]
     assert s.texts == ["critique 0", "critique 1", "critique 2"] and len(s.records) == 3
-    with pytest.raises(InvalidInput, match="Le champ « text » n'existe pas"):
+    with raises_code("data.hf_no_column", column="text", columns="review, label"):
         D.load_hf_dataset_slice("tblard/allocine", n=2, text_field="text")
-    with pytest.raises(InvalidInput, match="« n » doit valoir au moins 1"):
+    with raises_code("data.too_small", field="n", minimum=1):
         D.load_hf_dataset_slice("allocine", n=0)
 
 
 # ------------------------------------------------------------ hostile input
 def test_invalid_utf8_names_the_line():
-    with pytest.raises(InvalidInput, match=r"n'est pas du texte UTF-8 valide \(octet n° 9, ligne 2\)"):
+    with raises_code("data.file_not_utf8", name="notes.txt", byte=9, line=2):
         D.read_text_upload(b"bonjour\n\xe9t\xe9", "notes.txt")
 
 
 def test_size_limit_empty_and_binary():
-    with pytest.raises(InvalidInput, match=r"trop gros \(1,2 ko\) : la limite est de 1,0 ko"):
+    with raises_code("data.file_too_large", name="big.txt", size=1200, limit=1000):
         D.read_text_upload(b"a" * 1200, "big.txt", max_bytes=1000)
-    with pytest.raises(InvalidInput, match="« vide.txt » est vide"):
+    with raises_code("data.file_empty", name="vide.txt"):
         D.read_text_upload(b"  \n ", "vide.txt")
-    with pytest.raises(InvalidInput, match="octets nuls"):
+    with raises_code("data.file_binary", name="u16.txt"):
         D.read_text_upload("héllo".encode("utf-16"), "u16.txt")
     assert D.read_text_upload(b"\xef\xbb\xbfa\r\nb\rc", "bom.txt") == "a\nb\nc"
     assert D.read_records(b'[{"a": 1}]', "ok.json", max_bytes=None) == [{"a": 1}]
@@ -408,19 +423,19 @@ def test_size_limit_empty_and_binary():
 
 def test_malformed_json_names_line():
     bad = b'[\n  {"text": "a", "label": "x"},\n  {"text": "b" "label": "y"}\n]'
-    with pytest.raises(InvalidInput, match="n'est pas du JSON valide : ligne 3, colonne"):
+    with raises_code("data.json_invalid", name="data.json", line=3):
         D.read_records(bad, "data.json")
-    with pytest.raises(InvalidInput, match="L'élément n° 2 du fichier « data.json » est une chaîne"):
+    with raises_code("data.json_item_not_object", index=2, name="data.json", kind="string"):
         D.read_records(b'[{"text": "a"}, "b"]', "data.json")
-    with pytest.raises(InvalidInput, match="un seul objet JSON"):
+    with raises_code("data.json_single_object", name="data.json"):
         D.read_records(b'{"text": "a"}', "data.json")
 
 
 def test_malformed_jsonl_names_line():
     bad = b'{"text": "a"}\n\n{"text": "b"}\n{"text": oops}\n'
-    with pytest.raises(InvalidInput, match="Ligne 4 du fichier « data.jsonl » : JSON invalide"):
+    with raises_code("data.jsonl_invalid", line=4, name="data.jsonl"):
         D.read_records(bad, "data.jsonl")
-    with pytest.raises(InvalidInput, match="La ligne 2 du fichier « d.jsonl » est une liste"):
+    with raises_code("data.jsonl_line_not_object", line=2, name="d.jsonl", kind="array"):
         D.read_records(b'{"a": 1}\n[1, 2]\n', "d.jsonl")
     assert D.read_records(b'{"a": 1}\n\n{"a": 2}\n', "d.jsonl") == [{"a": 1}, {"a": 2}]
 
@@ -435,35 +450,57 @@ def test_csv_dialects_and_malformed_rows():
     tabs = b"text\tlabel\nun, deux\tx\n"
     assert D.read_records(tabs, "t.tsv") == [{"text": "un, deux", "label": "x"}]
     bad = b"text,label\nok,a\n\"multi\nline\",b\ntrop,de,champs\n"
-    with pytest.raises(InvalidInput, match="Ligne 5 du fichier « t.csv » : 3 champ\\(s\\) au lieu de 2"):
+    with raises_code("data.csv_field_count", line=5, name="t.csv", n_fields=3, n_columns=2):
         D.read_records(bad, "t.csv")
-    with pytest.raises(InvalidInput, match="nomme deux fois la colonne « text »"):
+    with raises_code("data.csv_duplicate_column", column="text"):
         D.read_records(b"text,text\na,b\n", "t.csv")
-    with pytest.raises(InvalidInput, match="Format de fichier non pris en charge"):
+    with raises_code("data.unsupported_format", name="t.xlsx"):
         D.read_records(b"a,b\n", "t.xlsx")
 
 
 def test_empty_dataset_and_missing_columns():
-    with pytest.raises(InvalidInput, match="« e.json » ne contient aucun exemple"):
+    with raises_code("data.no_examples", name="e.json"):
         D.read_records(b"[]", "e.json")
-    with pytest.raises(InvalidInput, match="« h.csv » ne contient aucun exemple"):
+    with raises_code("data.no_examples", name="h.csv"):
         D.read_records(b"text,label\n", "h.csv")
     records = D.read_records(b"texte,categorie\nbonjour,a\n", "x.csv")
-    with pytest.raises(InvalidInput, match=r"La colonne « text » est absente du fichier « x.csv » "
-                                           r"\(colonnes trouvées : categorie, texte\)"):
+    with raises_code("data.file_column_missing", column="text", name="x.csv", found="categorie, texte"):
         D.require_columns(records, ["text", "label"], filename="x.csv")
-    with pytest.raises(InvalidInput, match="L'exemple n° 2 n'a pas de champ « output »"):
+    with raises_code("data.column_missing", column="text", found="categorie, texte"):
+        D.require_columns(records, ["text", "label"])
+    with raises_code("data.example_missing_field", n=2, column="output"):
         D.require_columns([{"instruction": "a", "output": "b"}, {"instruction": "c"}],
                           ["instruction", "output"])
-    with pytest.raises(InvalidInput, match="est vide"):
+    with raises_code("data.dataset_empty"):
         D.require_columns([], ["text"])
 
 
 def test_one_example_and_single_class_datasets(gpt2):
     records = D.read_records(b'[{"text": "Le wifi tombe", "label": "reseau"}]', "one.json")
-    with pytest.raises(InvalidInput, match="Il n'y a que 1 exemple"):
+    with raises_code("data.too_few_to_split", n=1):
         D.split_records(records)
-    with pytest.raises(InvalidInput, match="même étiquette « reseau »"):
+    with raises_code("data.single_label", label="reseau"):
         D.ClassificationDataset([r["text"] for r in records], [r["label"] for r in records], gpt2)
-    with pytest.raises(InvalidInput, match="Exemple n° 2 : L'exemple n'a pas de champ « instruction »"):
+    with raises_code("data.example_no_instruction", n=2):
         D.InstructionDataset([{"instruction": "a", "output": "b"}, {"instruction": "", "output": "c"}], gpt2)
+
+
+# ------------------------------------------------------------ what users read
+def test_every_checked_parameter_has_a_name_in_both_locales():
+    """``_check_int(value, "stride", 1)`` says "{field} must be ...": core.field.stride must exist."""
+    tree = ast.parse(Path(D.__file__).read_text(encoding="utf-8"))
+    names = {node.args[1].value for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_check_int"
+             and isinstance(node.args[1], ast.Constant)}
+    assert {"stride", "max_length", "batch_size"} <= names
+    for lang in ("fr", "en"):
+        keys = set()
+        for path in (ROOT / "assets" / "locales" / lang).glob("*.json"):
+            keys |= set(json.loads(path.read_text(encoding="utf-8")))
+        assert not {f"core.field.{n}" for n in names} - keys, lang
+
+
+def test_labels_are_messages():
+    for table in (D.BUNDLED, D.HF_PRESETS):
+        for info in table.values():
+            assert info["label"].code.startswith("data.") and str(info["label"])

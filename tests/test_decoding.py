@@ -18,6 +18,7 @@ from transformers.generation.logits_process import (
 )
 
 from gpt_core import decoding as D
+from gpt_core.decoding import cuda_graph as G
 from gpt_core.config import GPTConfig
 from gpt_core.errors import InvalidInput
 from gpt_core.model import GPT
@@ -203,8 +204,9 @@ def test_stop_string_stops_generation(our_model):
     res = D.greedy(our_model, PROMPT, 20, stop_strings=[stop], tokenizer=tok)
     assert res.stop_reason == "stop_string" and res.stop_string == stop
     assert res.new_ids == full.new_ids[:first]
-    with pytest.raises(InvalidInput, match="tokenizer"):
+    with pytest.raises(InvalidInput, match="tokenizer") as exc:
         D.greedy(our_model, PROMPT, 5, stop_strings=["x"])
+    assert exc.value.code == "decoding.stop_needs_tokenizer"
 
 
 def test_context_window_stops_without_crash():
@@ -212,10 +214,11 @@ def test_context_window_stops_without_crash():
     small = GPT(GPTConfig(vocab_size=50, context_length=12, d_model=16, n_heads=2, n_layers=1)).eval()
     res = D.greedy(small, [1, 2, 3, 4, 5], 10)
     assert res.stop_reason == "context" and len(res.new_ids) == 7
-    assert "context window" in res.notes[0]
+    assert res.notes[0].code == "decoding.context_full" and res.notes[0].params == {"n": 7, "ctx": 12}
+    assert "context window" in str(res.notes[0])
     beams = D.beam_search(small, [1, 2, 3, 4, 5], 2, 10)
     assert all(len(h.new_ids) == 7 and h.finished_by == "context" for h in beams.sequences)
-    assert beams.notes
+    assert [n.code for n in beams.notes] == ["decoding.beam_context_full"]
     ok = D.greedy(small, [1, 2, 3, 4, 5], 7)
     assert ok.stop_reason == "max_new_tokens" and len(ok.new_ids) == 7
 
@@ -313,67 +316,106 @@ def test_explain_processors_describes_each_step():
 # ------------------------------------------------------------------- hostile input
 def test_temperature_zero_means_greedy_with_note():
     procs, notes, greedy_mode = D.build_processors(temperature=0, top_k=5)
-    assert greedy_mode and "greedy" in notes[0]
+    assert greedy_mode
+    assert [n.code for n in notes] == ["decoding.temperature_zero_greedy", "decoding.greedy_ignores_filters"]
+    assert "greedy" in str(notes[0])
     assert not any(isinstance(p, D.Temperature) for p in procs)
 
 
-@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "hot", None])
-def test_bad_temperature(bad):
-    with pytest.raises(InvalidInput, match="temperature"):
+@pytest.mark.parametrize("bad,code", [(-1.0, "decoding.bad_temperature"), (float("nan"), "decoding.not_a_number"),
+                                      (float("inf"), "decoding.bad_temperature"), ("hot", "decoding.not_a_number"),
+                                      (None, "decoding.not_a_number")])
+def test_bad_temperature(bad, code):
+    with pytest.raises(InvalidInput, match="temperature") as exc:
         D.Temperature(bad)
+    assert exc.value.code == code
+    if code == "decoding.not_a_number":
+        assert exc.value.params["field"] == "temperature"
     if bad is not None:
-        with pytest.raises(InvalidInput, match="temperature"):
+        with pytest.raises(InvalidInput, match="temperature") as exc:
             D.build_processors(temperature=bad)
+        assert exc.value.code == code
 
 
 @pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, float("nan")])
 def test_bad_top_p(bad):
-    with pytest.raises(InvalidInput, match="top-p"):
+    with pytest.raises(InvalidInput) as exc:
         D.TopP(bad)
+    assert exc.value.code in ("decoding.bad_top_p", "decoding.not_a_number")
+    assert "top-p" in str(exc.value) or exc.value.params.get("field") == "top_p"
 
 
 def test_bad_top_k():
-    with pytest.raises(InvalidInput, match="at least 1 token"):
+    with pytest.raises(InvalidInput, match="at least 1 token") as exc:
         D.TopK(0)
-    with pytest.raises(InvalidInput, match="larger than the vocabulary"):
+    assert exc.value.code == "decoding.top_k_too_small" and exc.value.params == {"k": 0}
+    with pytest.raises(InvalidInput, match="larger than the vocabulary") as exc:
         D.build_processors(top_k=2000, vocab_size=VOCAB)
-    with pytest.raises(InvalidInput, match="whole number"):
+    assert exc.value.code == "decoding.top_k_above_vocab" and exc.value.params == {"k": 2000, "vocab": VOCAB}
+    assert str(exc.value) == ("top-k = 2000 is larger than the vocabulary (1000 tokens): "
+                              "choose a value between 1 and 1000.")  # English for notebook users
+    with pytest.raises(InvalidInput, match="whole number") as exc:
         D.TopK(2.5)
+    assert exc.value.code == "decoding.not_whole" and exc.value.params["field"] == "top_k"
     assert D.TopK(2000)(torch.empty(1, 0, dtype=torch.long), torch.randn(1, 10)).isfinite().all()  # clamped
 
 
 def test_bad_other_params():
-    for call, msg in [(lambda: D.MinP(1.5), "min-p"), (lambda: D.RepetitionPenalty(0), "repetition penalty"),
-                      (lambda: D.NoRepeatNGram(0), "n-gram")]:
-        with pytest.raises(InvalidInput, match=msg):
+    for call, msg, code in [(lambda: D.MinP(1.5), "min-p", "decoding.bad_min_p"),
+                            (lambda: D.RepetitionPenalty(0), "repetition penalty", "decoding.bad_repetition_penalty"),
+                            (lambda: D.NoRepeatNGram(0), "n-gram", "decoding.bad_ngram_size"),
+                            (lambda: D.explain_processors(torch.zeros(2, 2), []), "vector",
+                             "decoding.explain_needs_vector"),
+                            (lambda: D.explain_processors(torch.zeros(3), ["x"]), "not a logits processor",
+                             "decoding.not_a_processor")]:
+        with pytest.raises(InvalidInput, match=msg) as exc:
             call()
+        assert exc.value.code == code
 
 
 def test_bad_beams(our_model):
-    with pytest.raises(InvalidInput, match="At most 16 beams"):
+    with pytest.raises(InvalidInput, match="At most 16 beams") as exc:
         D.beam_search(our_model, PROMPT, 17, 5)
-    with pytest.raises(InvalidInput, match="at least 1 beam"):
+    assert exc.value.code == "decoding.beams_too_many" and exc.value.params == {"max": 16, "k": 17}
+    with pytest.raises(InvalidInput, match="at least 1 beam") as exc:
         D.beam_search(our_model, PROMPT, 0, 5)
+    assert exc.value.code == "decoding.beams_too_few"
     tiny_vocab = GPT(GPTConfig(vocab_size=8, context_length=16, d_model=16, n_heads=2, n_layers=1)).eval()
-    with pytest.raises(InvalidInput, match="vocabulary size \\(8 tokens\\)"):
+    with pytest.raises(InvalidInput, match="vocabulary size \\(8 tokens\\)") as exc:
         D.beam_search(tiny_vocab, [1, 2], 10, 5)
+    assert exc.value.code == "decoding.beams_above_vocab"
+    for kwargs, code in [({"length_penalty": float("inf")}, "decoding.bad_length_penalty"),
+                         ({"early_stopping": "soon"}, "decoding.bad_early_stopping"),
+                         ({"eos_id": VOCAB}, "decoding.eos_outside_vocab")]:
+        with pytest.raises(InvalidInput) as exc:
+            D.beam_search(our_model, PROMPT, 2, 5, **kwargs)
+        assert exc.value.code == code
 
 
 def test_max_new_tokens_above_context(our_model):
-    with pytest.raises(InvalidInput, match=f"context window holds only {CTX} tokens"):
+    with pytest.raises(InvalidInput, match=f"context window holds only {CTX} tokens") as exc:
         D.greedy(our_model, PROMPT, CTX + 1)
-    with pytest.raises(InvalidInput, match="at least 1"):
+    assert exc.value.code == "decoding.max_new_above_context" and exc.value.params == {"n": CTX + 1, "ctx": CTX}
+    with pytest.raises(InvalidInput, match="at least 1") as exc:
         D.sample(our_model, PROMPT, 0, [], seed=0)
+    assert exc.value.code == "decoding.max_new_too_small"
 
 
 def test_empty_prompt(our_model):
     from gpt_core.tokenizers import load_tokenizer
 
-    with pytest.raises(InvalidInput, match="empty"):
+    with pytest.raises(InvalidInput, match="empty") as exc:
         D.greedy(our_model, [], 5)
+    assert exc.value.code == "decoding.empty_prompt"
     tok = load_tokenizer("gpt2")
     ids, notes = D.prepare_prompt(tok, "", 1024)
-    assert ids == [50256] and "<|endoftext|>" in notes[0]
+    assert ids == [50256] and notes[0].code == "decoding.started_from_special"
+    assert notes[0].params == {"token": "<|endoftext|>", "id": 50256} and "<|endoftext|>" in str(notes[0])
+    for call, code in [(lambda: D.prepare_prompt(tok, 42, 1024), "decoding.prompt_not_text"),
+                       (lambda: D.prepare_prompt(tok, "hi", 1024, reserve=1024), "decoding.bad_reserve")]:
+        with pytest.raises(InvalidInput) as exc:
+            call()
+        assert exc.value.code == code
 
 
 def test_prompt_longer_than_context(our_model):
@@ -383,27 +425,41 @@ def test_prompt_longer_than_context(our_model):
     text = " ".join(f"word{i}" for i in range(200))
     full = tok.encode(text)
     ids, notes = D.prepare_prompt(tok, text, CTX)
-    assert ids == full[-(CTX - 1):] and "only its last 127 tokens" in notes[0]
+    assert ids == full[-(CTX - 1):] and "only its last 127 tokens" in str(notes[0])
+    assert notes[0].code == "decoding.prompt_cut" and notes[0].params == {"n": len(full), "ctx": CTX, "keep": CTX - 1}
     ids, notes = D.prepare_prompt(tok, "Hello world", CTX)
     assert ids == tok.encode("Hello world") and notes == []
-    with pytest.raises(InvalidInput, match="fills the model's context window"):
+    with pytest.raises(InvalidInput, match="fills the model's context window") as exc:
         D.greedy(our_model, [1] * CTX, 5)
+    assert exc.value.code == "decoding.prompt_fills_context"
 
 
 def test_ngram_ban_of_every_token_is_reported():
     torch.manual_seed(0)
     two = GPT(GPTConfig(vocab_size=2, context_length=16, d_model=8, n_heads=1, n_layers=1)).eval()
-    with pytest.raises(InvalidInput, match="every token would repeat an n-gram"):
+    with pytest.raises(InvalidInput, match="every token would repeat an n-gram") as exc:
         D.greedy(two, [0, 1, 0, 1], 8, processors=[D.NoRepeatNGram(1)])
+    assert exc.value.code == "decoding.ngram_bans_all"
 
 
 def test_bad_token_ids(our_model):
-    with pytest.raises(InvalidInput, match="does not exist"):
+    with pytest.raises(InvalidInput, match="does not exist") as exc:
         D.greedy(our_model, [1, VOCAB], 3)
-    with pytest.raises(InvalidInput, match="whole numbers"):
+    assert exc.value.code == "decoding.unknown_token_id" and exc.value.params == {"id": VOCAB, "max": VOCAB - 1}
+    with pytest.raises(InvalidInput, match="whole numbers") as exc:
         D.greedy(our_model, torch.tensor([1.5]), 3)
-    with pytest.raises(InvalidInput, match="seed"):
+    assert exc.value.code == "decoding.ids_not_whole"
+    with pytest.raises(InvalidInput, match="seed") as exc:
         D.sample(our_model, PROMPT, 3, [], seed=-1)
+    assert exc.value.code == "decoding.bad_seed"
+    for prompt, code in [(torch.zeros(2, 3, dtype=torch.long), "decoding.prompt_one_row"),
+                         (5, "decoding.prompt_not_ids"), (["a"], "decoding.not_whole")]:
+        with pytest.raises(InvalidInput) as exc:
+            D.greedy(our_model, prompt, 3)
+        assert exc.value.code == code
+    with pytest.raises(InvalidInput) as exc:
+        D.greedy(our_model, PROMPT, 3, stop_strings=[3], tokenizer=object())
+    assert exc.value.code == "decoding.stop_not_text"
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "matmul"])
@@ -411,7 +467,7 @@ def test_static_decode_path_matches_greedy(our_model, attention):
     # the CUDA-graph greedy path (static shapes, masked attention over a fixed span),
     # run eagerly on the CPU: same tokens and trace as the ordinary KV-cache loop
     ref = D.greedy(our_model, PROMPT, 20)
-    runner = D._GraphRunner(our_model, D.TOP_N, attention)
+    runner = G.GraphRunner(our_model, D.TOP_N, attention)
     with torch.inference_mode():
         for _ in range(2):  # a second start reuses the buffers
             runner.start(torch.tensor([PROMPT]))
@@ -431,12 +487,12 @@ def test_static_decode_crosses_spans():
         model.tok_emb.weight.mul_(20)  # peaked logits: no near-ties between the two attention paths
     prompt = torch.randint(0, 300, (1, 120)).tolist()[0]
     ref = D.greedy(model, prompt, 40)
-    runner = D._GraphRunner(model, D.TOP_N, "matmul")
+    runner = G.GraphRunner(model, D.TOP_N, "matmul")
     with torch.inference_mode():
         runner.start(torch.tensor([prompt]))
         spans = []
         for _ in range(39):
-            spans.append(D._span_for(runner.position, 300))
+            spans.append(G.span_for(runner.position, 300))
             runner.replay()
     assert sorted(set(spans)) == [128, 256]
     assert runner.tokens[:40].tolist() == ref.new_ids

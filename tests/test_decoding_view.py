@@ -4,11 +4,14 @@ import math
 import pytest
 import torch
 
-from explorer import decoding_view as dv
-from explorer import next_token_view as nv
-from explorer.fig_decoding import beam_tree, lane_bars, stage_bars
+from explorer.views import decoding as dv
+from explorer.views import decoding_settings as ds
+from explorer.figures import decoding as fd
+from explorer.views import next_token as nv
 from gpt_core import decoding as dec
+from gpt_core.errors import GPTCoreError
 from gpt_core.tokenizers import load_tokenizer
+from shown import assert_said, core_key, unescape
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,7 @@ def texts(messages):
 
 # ------------------------------------------------------------------ settings
 def test_valid_settings_build_processors_in_hf_order():
-    c = dv.check_settings(100, temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, repetition_penalty=1.2,
+    c = ds.check_settings(100, temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, repetition_penalty=1.2,
                           no_repeat_ngram=3)
     assert c.ok and not c.greedy and c.messages == []
     assert [type(p).__name__ for p in c.processors] == ["RepetitionPenalty", "NoRepeatNGram", "Temperature",
@@ -38,16 +41,16 @@ def test_valid_settings_build_processors_in_hf_order():
 
 
 def test_neutral_settings_give_no_processor():
-    c = dv.check_settings(100, temperature=1.0, top_k=None, top_p=1.0, min_p=0.0, repetition_penalty=1.0)
+    c = ds.check_settings(100, temperature=1.0, top_k=None, top_p=1.0, min_p=0.0, repetition_penalty=1.0)
     assert c.ok and c.processors == [] and not c.greedy
 
 
 def test_temperature_zero_is_greedy_and_says_so():
-    c = dv.check_settings(100, temperature=0.0)
+    c = ds.check_settings(100, temperature=0.0)
     assert c.ok and c.greedy
     assert [lvl for lvl, _ in c.messages] == ["info"]
     assert "glouton" in c.messages[0][1]
-    c = dv.check_settings(100, temperature=0, top_k=5)
+    c = ds.check_settings(100, temperature=0, top_k=5)
     assert len(c.messages) == 2 and "top-k, top-p et min-p ne changent rien" in c.messages[1][1]
 
 
@@ -64,19 +67,19 @@ def test_temperature_zero_is_greedy_and_says_so():
     (dict(no_repeat_ngram=-2), "Taille de n-gramme refusée (-2)"),
 ])
 def test_hostile_settings_name_the_culprit(kwargs, expected):
-    c = dv.check_settings(100, **kwargs)
+    c = ds.check_settings(100, **kwargs)
     assert not c.ok and c.processors == []
     assert c.messages[0][0] == "error" and expected in c.messages[0][1]
 
 
 def test_first_culprit_wins_when_two_settings_are_bad():
-    c = dv.check_settings(100, temperature=-1.0, top_p=0.0)
+    c = ds.check_settings(100, temperature=-1.0, top_p=0.0)
     assert "Température" in c.messages[0][1] and len(c.messages) == 1
 
 
 def test_processors_from_spec_round_trips():
-    c = dv.check_settings(100, temperature=0.5, top_k=3)
-    procs, greedy = dv.processors_from_spec(c.spec, 100)
+    c = ds.check_settings(100, temperature=0.5, top_k=3)
+    procs, greedy = ds.processors_from_spec(c.spec, 100)
     assert [repr(p) for p in procs] == [repr(p) for p in c.processors] and not greedy
 
 
@@ -85,11 +88,11 @@ def test_processors_from_spec_round_trips():
     (0, 128, 0, "error", "au moins 1"),
     (-5, 128, 0, "error", "au moins 1"),
     (129, 128, 0, "error", "n'en contient que 128"),
-    (1000, 8192, dv.MAX_NEW_UI, "warning", "1000 jetons demandés"),
+    (1000, 8192, ds.MAX_NEW_UI, "warning", "1000 jetons demandés"),
     (float("nan"), 128, 0, "error", "NaN"),
 ])
 def test_check_length(n, ctx, expected_n, level, fragment):
-    got, messages = dv.check_length(n, ctx)
+    got, messages = ds.check_length(n, ctx)
     assert got == expected_n
     if level is None:
         assert messages == []
@@ -102,7 +105,7 @@ def test_check_length(n, ctx, expected_n, level, fragment):
     (12, 10, "plus que le vocabulaire (10"), (2.5, 100, "refusé (2.5)"),
 ])
 def test_check_beams(k, vocab, fragment):
-    messages = dv.check_beams(k, vocab)
+    messages = ds.check_beams(k, vocab)
     if fragment is None:
         assert messages == []
     else:
@@ -112,21 +115,21 @@ def test_check_beams(k, vocab, fragment):
 # -------------------------------------------------------------------- prompts
 def test_empty_prompt_starts_from_end_of_text(gpt2_tok):
     for raw in ("", "   ", None):
-        p = dv.prepare(gpt2_tok, raw, 128)
+        p = ds.prepare(gpt2_tok, raw, 128)
         assert p.ids == [50256] and p.text == ""
         assert "<|endoftext|>" in texts(p.messages) and "50256" in texts(p.messages)
 
 
 def test_long_prompt_keeps_the_last_tokens(gpt2_tok):
     ids = gpt2_tok.encode("one two three four five six seven eight nine ten")
-    p = dv.prepare(gpt2_tok, "one two three four five six seven eight nine ten", 8, reserve=3)
+    p = ds.prepare(gpt2_tok, "one two three four five six seven eight nine ten", 8, reserve=3)
     assert p.ids == ids[-5:]
     assert p.messages[-1][0] == "warning" and "10 jetons" in p.messages[-1][1] and "5 derniers" in p.messages[-1][1]
     assert p.text == gpt2_tok.decode(ids[-5:])
 
 
 def test_normal_prompt_is_encoded_unchanged(gpt2_tok):
-    p = dv.prepare(gpt2_tok, "Hello world", 128)
+    p = ds.prepare(gpt2_tok, "Hello world", 128)
     assert p.ids == [15496, 995] and p.messages == [] and p.text == "Hello world"
 
 
@@ -146,10 +149,10 @@ def test_make_lane(gpt2_tok):
 
 
 def test_tokens_html_escapes_and_colours():
-    out = dv.tokens_html("<b>x</b>\n", ["<i>", ""], [1.0, 0.0])
+    out = fd.tokens_html("<b>x</b>\n", ["<i>", ""], [1.0, 0.0])
     assert "&lt;b&gt;x&lt;/b&gt;↵" in out and "&lt;i&gt;" in out and "<b>" not in out
     assert "hsl(120, 75%, 82%)" in out and "hsl(0, 75%, 82%)" in out and "∅" in out
-    assert dv.prob_colour(0.5) == "hsl(60, 75%, 82%)" and dv.prob_colour(7) == "hsl(120, 75%, 82%)"
+    assert fd.prob_colour(0.5) == "hsl(60, 75%, 82%)" and fd.prob_colour(7) == "hsl(120, 75%, 82%)"
 
 
 # ----------------------------------------------------------------- beam tree
@@ -177,7 +180,7 @@ class FakeTok:
 
 
 def test_tree_nodes_links_parents_and_marks_the_best_path(small_beam):
-    nodes = dv.tree_nodes(small_beam, FakeTok())
+    nodes = fd.tree_nodes(small_beam, FakeTok())
     assert len(nodes) == 8
     assert [n.parent for n in nodes[:4]] == [-1, -1, -1, -1]
     # step 1: candidates of beam slot 1 hang from node 1 (token 20), of slot 0 from node 0 (token 10)
@@ -188,7 +191,7 @@ def test_tree_nodes_links_parents_and_marks_the_best_path(small_beam):
 
 
 def test_beams_at_and_hypotheses_table(small_beam):
-    nodes = dv.tree_nodes(small_beam, FakeTok())
+    nodes = fd.tree_nodes(small_beam, FakeTok())
     after0 = dv.beams_at(nodes, 0)
     assert after0.iloc[:, 0].tolist() == ["<10>", "<20>"] and after0.iloc[:, 3].tolist() == ["en cours"] * 2
     after1 = dv.beams_at(nodes, 1)
@@ -199,26 +202,26 @@ def test_beams_at_and_hypotheses_table(small_beam):
 
 
 def test_beam_tree_figure_draws_one_marker_per_candidate(small_beam):
-    nodes = dv.tree_nodes(small_beam, FakeTok())
+    nodes = fd.tree_nodes(small_beam, FakeTok())
     labels = {k: k for k in ("title", "prompt", "step", "kept", "pruned", "best", "finished", "hover")}
-    fig = beam_tree(nodes, upto=1, window=10, text=labels)
+    fig = fd.beam_tree(nodes, upto=1, window=10, text=labels)
     markers = [tr for tr in fig.data if tr.mode == "markers+text" and tr.name in labels]
     assert sum(len(tr.x) for tr in markers) == 8
     best = next(tr for tr in markers if tr.name == "best")
     assert list(best.x) == [1.0, 2.0] and list(best.marker.symbol) == ["circle", "star"]
     assert list(fig.layout.xaxis.tickvals) == [1, 2]
     # only the first step: half the nodes
-    fig0 = beam_tree(nodes, upto=0, window=10, text=labels)
+    fig0 = fd.beam_tree(nodes, upto=0, window=10, text=labels)
     assert sum(len(tr.x) for tr in fig0.data if tr.mode == "markers+text" and tr.name in labels) == 4
     # a window of one step drops the prompt and the edges from outside it
-    fig1 = beam_tree(nodes, upto=1, window=1, text=labels)
+    fig1 = fd.beam_tree(nodes, upto=1, window=1, text=labels)
     assert list(fig1.layout.xaxis.tickvals) == [2]
     assert all(len(tr.x) == 0 for tr in fig1.data if tr.mode == "lines")
 
 
 def test_tree_of_a_real_beam_search(tiny):
     beam = dec.beam_search(tiny.model, [464, 3290], 3, 5)
-    nodes = dv.tree_nodes(beam, tiny.tokenizer)
+    nodes = fd.tree_nodes(beam, tiny.tokenizer)
     assert len(nodes) == sum(len(s.candidates) for s in beam.tree) == 5 * 6
     for n in nodes:
         if n.parent >= 0:
@@ -243,8 +246,8 @@ def test_presets_follow_the_model(gpt2_tok):
 # ----------------------------------------------------------------- lab run
 def test_run_lab_matches_the_engine(tiny):
     ids = tiny.tokenizer.encode("The cat")
-    fix = dv.check_settings(50257, None)
-    samp = dv.check_settings(50257, 0.8, 20, 0.9)
+    fix = ds.check_settings(50257, None)
+    samp = ds.check_settings(50257, 0.8, 20, 0.9)
     lab = dv.run_lab(tiny, ids, 6, fix, samp, seed=3, num_beams=2, length_penalty=1.0)
     assert set(lab.lanes) == {"greedy", "sample", "beam"} and lab.errors == {}
     g = dec.greedy(tiny.model, ids, 6)
@@ -259,14 +262,14 @@ def test_run_lab_matches_the_engine(tiny):
 
 def test_run_lab_skips_invalid_lanes(tiny):
     ids = tiny.tokenizer.encode("The cat")
-    bad = dv.check_settings(50257, 1.0, top_p=0.0)
-    lab = dv.run_lab(tiny, ids, 3, dv.check_settings(50257, None), bad, 0, 2, 1.0, run_beams=False)
+    bad = ds.check_settings(50257, 1.0, top_p=0.0)
+    lab = dv.run_lab(tiny, ids, 3, ds.check_settings(50257, None), bad, 0, 2, 1.0, run_beams=False)
     assert set(lab.lanes) == {"greedy"} and lab.beam is None
 
 
 # ------------------------------------------------------------- next token
 def _checked(**kw):
-    return dv.check_settings(4, **{"temperature": 1.0, **kw})
+    return ds.check_settings(4, **{"temperature": 1.0, **kw})
 
 
 def test_rank_entropy_exact():
@@ -297,7 +300,7 @@ def test_shown_ids_adds_tokens_promoted_by_the_penalty():
 def test_stages_describe_each_processor(gpt2_tok):
     logits = torch.zeros(50257)
     logits[:4] = torch.tensor([4.0, 3.0, 2.0, 1.0])
-    d = nv.distribution_from_logits(logits, [0], dv.check_settings(50257, 0.5, 2))
+    d = nv.distribution_from_logits(logits, [0], ds.check_settings(50257, 0.5, 2))
     labels, stages = nv.stages(gpt2_tok, d, 3)
     assert labels == ["“!” · 0", "“\"” · 1", "“#” · 2"]
     assert [s["kept"] for s in stages] == [[True] * 3, [True] * 3, [True, True, False]]
@@ -345,7 +348,7 @@ def test_resolve_guess(gpt2_tok):
 def test_stage_bars_grey_out_removed_tokens():
     stages = [{"title": "a", "before": [0.5, 0.3, 0.2], "after": [0.5, 0.3, 0.2], "kept": [True] * 3},
               {"title": "b", "before": [0.5, 0.3, 0.2], "after": [0.625, 0.375, 0.0], "kept": [True, True, False]}]
-    fig = stage_bars(["x", "y", "z"], stages, "before", "after", "removed", cols=2)
+    fig = fd.stage_bars(["x", "y", "z"], stages, "before", "after", "removed", cols=2)
     assert len(fig.data) == 4
     before, after = fig.data[2], fig.data[3]
     assert list(after.x) == [0.625, 0.375, 0.0] and list(after.text) == ["62.5%", "37.5%", ""]
@@ -354,7 +357,7 @@ def test_stage_bars_grey_out_removed_tokens():
 
 
 def test_lane_bars_label_tokens_by_position():
-    fig = lane_bars(["a", "a", "b"], [0.9, 0.5, 0.1], "t", "p")
+    fig = fd.lane_bars(["a", "a", "b"], [0.9, 0.5, 0.1], "t", "p")
     assert list(fig.data[0].x) == [1, 2, 3] and list(fig.layout.xaxis.ticktext) == ["a", "a", "b"]
     assert fig.data[0].marker.color[0] == "hsl(108, 65%, 50%)"
 
@@ -362,8 +365,60 @@ def test_lane_bars_label_tokens_by_position():
 def test_stages_end_with_the_argmax_at_temperature_zero(gpt2_tok):
     logits = torch.zeros(50257)
     logits[:3] = torch.tensor([1.0, 3.0, 2.0])
-    d = nv.distribution_from_logits(logits, [0], dv.check_settings(50257, 0, 2))
+    d = nv.distribution_from_logits(logits, [0], ds.check_settings(50257, 0, 2))
     labels, stages = nv.stages(gpt2_tok, d, 3)
     assert len(stages) == 3 and "température 0 → glouton" in stages[-1]["title"]
     assert stages[-1]["kept"] == [True, False, False] and stages[-1]["after"] == [1.0, 0.0, 0.0]
     assert stages[-1]["before"] == pytest.approx([float(d.views[-1].probs_after[i]) for i in (1, 2, 0)])
+
+
+# ------------------------------------------------- hostile values, in the UI language
+@pytest.fixture(params=["fr", "en"])
+def lang(request, monkeypatch):
+    """Pretend the user chose ``lang`` (outside a Streamlit run there is no session to hold it)."""
+    import explorer.ui.i18n as i18n
+    import explorer.ui.messages as messages
+
+    monkeypatch.setattr(i18n, "current_lang", lambda: request.param)
+    monkeypatch.setattr(messages, "current_lang", lambda: request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    (dict(temperature=float("nan")), "decoding.bad_temperature"),
+    (dict(temperature=float("-inf")), "decoding.bad_temperature"),
+    (dict(temperature=-0.1), "decoding.bad_temperature"),
+    (dict(top_k=0), "decoding.bad_top_k"),
+    (dict(top_p=float("nan")), "decoding.bad_top_p"),
+    (dict(min_p=-1.0), "decoding.bad_min_p"),
+    (dict(repetition_penalty=float("inf")), "decoding.bad_repetition_penalty"),
+    (dict(no_repeat_ngram=2.5), "decoding.bad_no_repeat_ngram"),
+])
+def test_refused_settings_are_said_in_the_ui_language(lang, kwargs, key):
+    c = ds.check_settings(100, **kwargs)
+    assert not c.ok
+    assert_said(texts(c.messages), key, lang)
+
+
+@pytest.mark.parametrize("n, ctx, key", [(float("nan"), 128, "decoding.bad_max_new"), (-3, 128, "decoding.bad_max_new"),
+                                         (10**9, 128, "decoding.bad_max_new_ctx"),
+                                         (10**6, 10**7, "decoding.max_new_capped")])
+def test_lengths_are_said_in_the_ui_language(lang, n, ctx, key):
+    assert_said(texts(ds.check_length(n, ctx)[1]), key, lang)
+
+
+@pytest.mark.parametrize("k, key", [(2.5, "decoding.bad_beams"), (-1, "decoding.bad_beams"),
+                                    (10**6, "decoding.too_many_beams"), (float("nan"), "decoding.bad_beams")])
+def test_beam_counts_are_said_in_the_ui_language(lang, k, key):
+    assert_said(texts(ds.check_beams(k, 100)), key, lang)
+
+
+def test_engine_refusals_are_said_in_the_ui_language(lang, tiny):
+    # a length penalty the page lets through is refused by beam search itself: its code is said
+    ids = tiny.tokenizer.encode("The cat")
+    with pytest.raises(GPTCoreError) as info:
+        dec.beam_search(tiny.model, ids, 2, 3, length_penalty=float("nan"))
+    lab = dv.run_lab(tiny, ids, 3, ds.check_settings(50257, None), ds.check_settings(50257, 1.0), 0, 2,
+                     float("nan"))
+    assert set(lab.lanes) == {"greedy", "sample"}
+    assert_said(unescape(lab.errors["beam"]), core_key(info.value), lang)

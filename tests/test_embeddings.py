@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from explorer.fig_embeddings import projection_figure, token_axis_labels
+from explorer.figures.embeddings import projection_figure, token_axis_labels
 from gpt_core import embeddings as E
 from gpt_core.config import GPTConfig
 from gpt_core.errors import InvalidInput
@@ -90,8 +90,9 @@ def test_input_is_truncated_and_checked(tok):
     long = E.input_embeddings(model, tok, "le roi " * 50, max_tokens=1000)
     assert len(long.ids) == 64  # the context window of this model
     for bad in ["", "   ", None]:
-        with pytest.raises(InvalidInput, match="Écrivez du texte"):
+        with pytest.raises(InvalidInput) as err:
             E.input_embeddings(model, tok, bad)
+        assert err.value.code == "embeddings.no_text"
     with pytest.raises(InvalidInput):
         E.input_embeddings(model, tok, "x", max_tokens=0)
     odd = E.input_embeddings(model, tok, "👩‍👩‍👧 \x00 مرحبا")  # every byte has a token
@@ -162,8 +163,9 @@ def test_neighbours_of_a_word(tok):
     assert [n.id for n in best] == [n.id for n in table.neighbours]
     assert E.neighbours_of_word(unit, tok, "roi", k=0).neighbours == []
     for bad_k in [-1, 51, True, 2.0]:
-        with pytest.raises(InvalidInput, match="voisins"):
+        with pytest.raises(InvalidInput) as err:
             E.neighbours_of_word(unit, tok, "roi", k=bad_k)
+        assert err.value.code == "embeddings.bad_k" and err.value.params["limit"] == 50
     for bad in ["", "   ", "x" * 41]:
         with pytest.raises(InvalidInput):
             E.neighbours_of_word(unit, tok, bad)
@@ -211,27 +213,32 @@ def test_projection_pooling_and_determinism(tok):
     assert len(multi) > 1  # split into several tokens by this small vocabulary
     mean = E.project_words(model, tok, "reine, roi, Bruxelles", k=2, pooling="mean", unit=unit)
     assert a.neighbours != mean.neighbours or a.points != mean.points
-    with pytest.raises(InvalidInput, match="regroupement"):
+    with pytest.raises(InvalidInput) as err:
         E.project_words(model, tok, "roi, reine", pooling="max")
+    assert err.value.code == "embeddings.unknown_pooling" and err.value.params["name"] == "max"
 
 
-@pytest.mark.parametrize("raw, message", [
-    ("", "au moins un mot"), (" , ;\n", "au moins un mot"), (", ".join(f"m{i}" for i in range(13)), "Trop de mots"),
-    ("x" * 41, "trop long"), (None, "séparés par des virgules"),
+@pytest.mark.parametrize("raw, code", [
+    ("", "embeddings.no_words"), (" , ;\n", "embeddings.no_words"),
+    (", ".join(f"m{i}" for i in range(13)), "embeddings.too_many_words"),
+    ("x" * 41, "embeddings.word_too_long"), (None, "embeddings.words_not_text"),
 ])
-def test_projection_rejects_bad_word_lists(tok, raw, message):
-    with pytest.raises(InvalidInput, match=message):
+def test_projection_rejects_bad_word_lists(tok, raw, code):
+    with pytest.raises(InvalidInput) as err:
         E.project_words(gpt_core_model(), tok, raw)
+    assert err.value.code == code
 
 
 def test_projection_edge_cases(tok):
     model = gpt_core_model()
     assert E.parse_words("roi, roi ,reine\nroi") == ["roi", "reine"]
-    with pytest.raises(InvalidInput, match="au moins 2 points"):
+    with pytest.raises(InvalidInput) as err:
         E.project_words(model, tok, "roi", k=0)
+    assert err.value.code == "embeddings.too_few_points"
     assert len(E.project_words(model, tok, "roi", k=1).points) == 2
-    with pytest.raises(InvalidInput, match="2 ou 3"):
+    with pytest.raises(InvalidInput) as err:
         E.project_words(model, tok, "roi, reine", dims=4)
+    assert err.value.code == "embeddings.bad_dims"
 
 
 def test_axis_labels_are_unique_and_show_spaces():

@@ -6,8 +6,10 @@ import time
 
 import pytest
 
+from said import en, fr
+
 from explorer.jobs import JobManager, get_manager
-from gpt_core.errors import InvalidInput
+from gpt_core.errors import InvalidInput, Message
 
 
 def ticking(n_steps: int, delay: float = 0.01, started: threading.Event | None = None):
@@ -86,7 +88,9 @@ def test_cancel_stops_a_job_that_ignores_the_event():
     manager.cancel(job)
     snap = manager.wait(job, timeout=2)
     assert snap.status == "cancelled"
-    assert snap.message.startswith("Travail annulé à l'étape")
+    assert snap.message.code == "jobs.cancelled" and snap.message.params == {"step": snap.step}
+    assert fr(snap.message) == f"Travail annulé à l'étape {snap.step}."
+    assert en(snap.message) == f"Job cancelled at step {snap.step}."
 
 
 def test_second_job_waits_in_queue_then_runs():
@@ -129,6 +133,7 @@ def test_cancel_queued_job_removes_it_from_queue():
     third = manager.submit("c", ticking(2, 0.001))
     assert manager.cancel(second) is True
     assert manager.snapshot(second).status == "cancelled"
+    assert manager.snapshot(second).message.code == "jobs.cancelled_before_start"
     assert manager.queue_position(third) == 1
     gate.set()
     assert manager.wait(third, timeout=5).status == "done"
@@ -170,26 +175,38 @@ def test_snapshot_is_a_copy():
     assert manager.snapshot("unknown") is None
 
 
-def test_failure_is_captured_as_a_readable_message():
+def test_failure_is_captured_as_a_message_in_both_languages():
     manager = JobManager()
 
     def broken(cancel):
         yield {"type": "step", "step": 1, "train_loss": 2.0}
         raise RuntimeError("boom")
 
+    refusal = InvalidInput("train.bad_whole", "{field} must be a whole number of at least {minimum} (got {value}).",
+                           field="batch_size", minimum=1, value="0")
+
     def refused(cancel):
-        raise InvalidInput("La taille de batch doit être un entier ≥ 1 (reçu : 0).")
+        raise refusal
+
+    def out_of_memory(cancel):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # a generator
 
     job = manager.submit("pretrain", broken, {"steps": 10})
     snap = manager.wait(job, timeout=5)
     assert snap.status == "failed"
-    assert snap.message == "Le travail a échoué (RuntimeError : boom)."
+    assert snap.message.code == "jobs.failed" and snap.message.params == {"kind": "RuntimeError", "detail": "boom"}
+    assert fr(snap.message) == "Le travail a échoué (RuntimeError : boom)."
+    assert en(snap.message) == "The job failed (RuntimeError: boom)."
     assert "RuntimeError: boom" in snap.error_detail
     assert snap.train_loss == [2.0]  # events before the failure are kept
     job2 = manager.submit("pretrain", refused)
     snap2 = manager.wait(job2, timeout=5)
     assert snap2.status == "failed"
-    assert snap2.message == "La taille de batch doit être un entier ≥ 1 (reçu : 0)."
+    assert snap2.message == refusal.message  # the gpt_core error's own code and parameters
+    assert fr(snap2.message) == "La taille de batch doit être un entier ≥ 1 (reçu : 0)."
+    snap_oom = manager.wait(manager.submit("pretrain", out_of_memory), timeout=5)
+    assert snap_oom.message.code == "jobs.out_of_memory" and "mémoire est insuffisante" in fr(snap_oom.message)
     # the worker survives failures: a later job still runs
     job3 = manager.submit("pretrain", ticking(2, 0.001))
     assert manager.wait(job3, timeout=5).status == "done"
@@ -245,5 +262,6 @@ def test_real_training_job_reports_progress_and_cancels():
         manager.cancel(job)
     done = manager.wait(job, timeout=5)
     assert done.status == "cancelled"
-    assert done.message.startswith("Entraînement annulé à l'étape")
+    assert isinstance(done.message, Message) and done.message.code == "train.cancelled"
+    assert fr(done.message).startswith("Entraînement annulé à l'étape")
     assert len(done.result["history"]["train_loss"]) == done.step

@@ -87,21 +87,25 @@ def test_one_token_and_first_top1_row():
     assert lens.target_rank[first, 0] == 1
 
 
-@pytest.mark.parametrize("positions, message", [
-    ([8], "outside the text"), ([-9], "outside the text"), ([], "at least one"), ([1.5], "whole number"),
-    ([True], "whole number"),
+@pytest.mark.parametrize("positions, code", [
+    ([8], "logit_lens.position_outside"), ([-9], "logit_lens.position_outside"), ([], "logit_lens.no_position"),
+    ([1.5], "logit_lens.position_not_whole"), ([True], "logit_lens.position_not_whole"),
 ])
-def test_bad_positions(positions, message):
-    with pytest.raises(InvalidInput, match=message):
+def test_bad_positions(positions, code):
+    with pytest.raises(InvalidInput) as err:
         check_positions(positions, 8)
+    assert err.value.code == code
+    if code == "logit_lens.position_outside":
+        assert err.value.params == {"position": positions[0], "n_tokens": 8}
 
 
 @pytest.mark.parametrize("k", [0, 101, 2.5, True])
 def test_bad_k(k):
     model = ours()
     _, trace = run_with_cache(model, IDS[:3])
-    with pytest.raises(InvalidInput, match="k must be"):
+    with pytest.raises(InvalidInput) as err:
         logit_lens(model, trace, k=k)
+    assert err.value.code == "logit_lens.bad_k"
 
 
 def test_does_not_modify_the_trace():

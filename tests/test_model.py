@@ -4,6 +4,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt_core.config import GPTConfig
+from gpt_core.errors import InvalidInput
 from gpt_core.model import GPT, load_checkpoint, save_checkpoint
 
 SMALL = dict(vocab_size=1000, n_positions=64, n_embd=64, n_layer=3, n_head=4)
@@ -83,8 +84,33 @@ def test_last_only_and_context_limit(small_pair):
     ids = torch.randint(0, 1000, (1, 12))
     with torch.no_grad():
         assert torch.allclose(ours(ids, last_only=True)[:, 0], ours(ids)[:, -1], atol=1e-5)
-        with pytest.raises(ValueError, match="context window of 64"):
+        with pytest.raises(ValueError, match="context window of 64") as exc:
             ours(torch.zeros(1, 65, dtype=torch.long))
+    assert isinstance(exc.value, InvalidInput) and exc.value.code == "model.context_overflow"
+    assert exc.value.params == {"n": 65, "limit": 64}
+    assert str(exc.value) == "65 positions exceed the context window of 64 tokens."
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "matmul"])
+def test_decode_step_matches_forward(small_pair, attention):
+    # the static-shape step (as captured in CUDA graphs) gives the logits of the ordinary forward pass
+    _, ours = small_pair
+    ids = torch.randint(0, 1000, (1, 20), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = ours(ids)
+        cache = ours.new_cache(1, 64)
+        ours(ids[:, :8], cache)  # prefill fills the cache up to position 8
+        steps = [ours.decode_step(ids[:, t:t + 1], torch.tensor([t]), cache, 32, attention)
+                 for t in range(8, 20)]
+    assert all(s.shape == (1, 1, 1000) for s in steps)
+    assert max_diff(torch.cat(steps, dim=1), full[:, 8:]) < 1e-4
+
+
+def test_checkpoint_errors_have_codes(tmp_path):
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(InvalidInput) as exc:
+        load_checkpoint(tmp_path)
+    assert exc.value.code == "model.not_a_checkpoint"
 
 
 def test_from_state_dict_and_tied_head(small_pair):

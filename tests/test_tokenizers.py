@@ -5,7 +5,6 @@ import bisect
 import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -382,6 +381,8 @@ def test_decode_out_of_range(name):
     with pytest.raises(InvalidInput) as err:
         tok.decode([1, tok.vocab_size + 7])
     assert str(tok.vocab_size + 7) in str(err.value) and str(tok.vocab_size) in str(err.value)
+    assert err.value.code == "tokenizers.id_beyond_vocab"
+    assert err.value.params["value"] == tok.vocab_size + 7 and err.value.params["vocab_size"] == tok.vocab_size
     with pytest.raises(InvalidInput):
         tok.decode([-1])
     with pytest.raises(InvalidInput):
@@ -401,6 +402,7 @@ def test_barthez_offline_fails_fast(monkeypatch):
         load_tokenizer("barthez")
     assert time.perf_counter() - start < 10
     assert "moussaKam/barthez" in str(err.value)
+    assert err.value.code == "tokenizers.hub_unreachable" and err.value.params["name"] == "moussaKam/barthez"
     assert isinstance(err.value, GPTCoreError)
 
 
@@ -422,8 +424,9 @@ def test_bad_names(name):
 
 def test_local_dir_without_tokenizer(tmp_path):
     (tmp_path / "notes.txt").write_text("rien ici", encoding="utf-8")
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput) as err:
         load_tokenizer(str(tmp_path))
+    assert err.value.code == "tokenizers.no_tokenizer_files"
 
 
 def test_local_dir_with_tokenizer(tmp_path, hf_gpt2, gpt2):

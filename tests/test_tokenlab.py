@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from explorer.tokens_view import chips_html, visible
+from explorer.ui.token_chips import chips_html, visible
 from gpt_core import tokenlab as L
 from gpt_core.errors import InvalidInput
 from gpt_core.tokenizers import load_tokenizer
@@ -136,10 +136,12 @@ def test_multibyte_character_split_across_gpt2_tokens(gpt2):
 
 
 def test_compare_validates_its_inputs(gpt2):
-    with pytest.raises(InvalidInput, match="au moins un"):
+    with pytest.raises(InvalidInput) as err:
         L.compare_tokenizers([], "x")
-    with pytest.raises(InvalidInput, match="au plus 4"):
+    assert err.value.code == "tokenlab.no_tokenizer"
+    with pytest.raises(InvalidInput) as err:
         L.compare_tokenizers([gpt2] * 5, "x")
+    assert err.value.code == "tokenlab.too_many_tokenizers" and err.value.params == {"limit": 4, "n": 5}
     with pytest.raises(InvalidInput):
         L.compare_tokenizers([gpt2], None)
     empty = L.compare_tokenizers([gpt2], "").reports[0]
@@ -207,12 +209,15 @@ def test_bpe_walkthrough_matches_encode_on_any_text(gpt2, text):
 
 
 def test_bpe_walkthrough_rejects_bad_input(gpt2, sp):
-    with pytest.raises(InvalidInput, match="GPT-2"):
+    with pytest.raises(InvalidInput) as err:
         L.bpe_walkthrough(sp, "mot")
-    with pytest.raises(InvalidInput, match="Écrivez un mot"):
+    assert err.value.code == "tokenlab.bpe_needs_gpt2" and err.value.params["name"] == sp.name
+    with pytest.raises(InvalidInput) as err:
         L.bpe_walkthrough(gpt2, "")
-    with pytest.raises(InvalidInput, match="limité"):
+    assert err.value.code == "tokenlab.bpe_no_text"
+    with pytest.raises(InvalidInput) as err:
         L.bpe_walkthrough(gpt2, "x" * 5000)
+    assert err.value.code == "tokenizers.bpe_text_too_long" and err.value.params["n_chars"] == 5000
 
 
 # --------------------------------------------------------------------------- training
@@ -243,21 +248,27 @@ def test_training_with_nul_rtl_emoji_and_eot(corpus):
     assert tok.encode("<|endoftext|>") == [tok.eos_id]
 
 
-@pytest.mark.parametrize("vocab, message", [
-    (0, "comprise entre 260 et 50"), (10**7, "reçu : 10.000.000"), (-5, "comprise entre"),
-    ("abc", "nombre entier"), (2.5, "nombre entier"), (True, "nombre entier"), (None, "nombre entier"),
+@pytest.mark.parametrize("vocab, code", [
+    (0, "tokenlab.vocab_out_of_range"), (10**7, "tokenlab.vocab_out_of_range"), (-5, "tokenlab.vocab_out_of_range"),
+    ("abc", "tokenlab.vocab_not_whole"), (2.5, "tokenlab.vocab_not_whole"), (True, "tokenlab.vocab_not_whole"),
+    (None, "tokenlab.vocab_not_whole"),
 ])
-def test_training_rejects_bad_vocabulary_sizes(corpus, vocab, message):
-    with pytest.raises(InvalidInput, match=message):
+def test_training_rejects_bad_vocabulary_sizes(corpus, vocab, code):
+    with pytest.raises(InvalidInput) as err:
         L.train_bpe(corpus, vocab)
+    assert err.value.code == code
+    if code == "tokenlab.vocab_out_of_range":
+        assert err.value.params == {"minimum": 260, "maximum": 50_000, "value": vocab}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "vide"), ("  \n\t ", "vide"), ("abc " * 20, "plus petit que le vocabulaire"), (b"bytes", "du texte"),
+@pytest.mark.parametrize("text, code", [
+    ("", "tokenlab.corpus_empty"), ("  \n\t ", "tokenlab.corpus_empty"),
+    ("abc " * 20, "tokenlab.corpus_smaller_than_vocab"), (b"bytes", "tokenlab.corpus_not_text"),
 ])
-def test_training_rejects_bad_corpora(text, message):
-    with pytest.raises(InvalidInput, match=message):
+def test_training_rejects_bad_corpora(text, code):
+    with pytest.raises(InvalidInput) as err:
         L.train_bpe(text, 1000)
+    assert err.value.code == code
 
 
 # --------------------------------------------------------------------------- ids -> text
@@ -269,15 +280,18 @@ def test_parse_ids_accepts_common_formats(raw):
     assert L.parse_ids(raw, 50257) == [8001, 811, 34]
 
 
-@pytest.mark.parametrize("raw, message", [
-    ("", "au moins un"), ("  ,, [] ", "au moins un"), ("1 2 x", "« x » \\(élément n° 3\\)"),
-    ("-3", "négatif"), ("50257", "hors du vocabulaire"), ("1" * 5000, "n'est pas un identifiant"),
-    ("1.5", "n'est pas un identifiant"), ("0x10", "n'est pas un identifiant"), (12, "sous forme de texte"),
-    ("1 " * 100_001, "Trop d'identifiants"),
+@pytest.mark.parametrize("raw, code", [
+    ("", "tokenlab.no_ids"), ("  ,, [] ", "tokenlab.no_ids"), ("1 2 x", "tokenlab.id_not_whole"),
+    ("-3", "tokenlab.id_negative"), ("50257", "tokenlab.id_beyond_vocab"), ("1" * 5000, "tokenlab.id_not_whole"),
+    ("1.5", "tokenlab.id_not_whole"), ("0x10", "tokenlab.id_not_whole"), (12, "tokenlab.ids_not_text"),
+    ("1 " * 100_001, "tokenlab.too_many_ids"),
 ])
-def test_parse_ids_rejects_hostile_input(raw, message):
-    with pytest.raises(InvalidInput, match=message):
+def test_parse_ids_rejects_hostile_input(raw, code):
+    with pytest.raises(InvalidInput) as err:
         L.parse_ids(raw, 50257)
+    assert err.value.code == code
+    if raw == "1 2 x":
+        assert err.value.params == {"item": "x", "position": 3}
 
 
 def test_round_trip(gpt2, sp):
@@ -289,8 +303,9 @@ def test_round_trip(gpt2, sp):
     assert partial.text == "\ufffd" and not partial.same
     ids = sp.encode("Bonjour à tous")
     assert L.round_trip(sp, " ".join(map(str, ids))).same
-    with pytest.raises(InvalidInput, match="32000 tokens"):
+    with pytest.raises(InvalidInput) as err:
         L.round_trip(sp, "40000")
+    assert err.value.code == "tokenlab.id_beyond_vocab" and err.value.params["vocab_size"] == 32000
 
 
 # --------------------------------------------------------------------------- uploads
@@ -301,14 +316,14 @@ def test_read_upload():
     text = "é" * 100_000
     assert L.read_upload(text.encode()) == (text, False)
     assert L.read_upload(text.encode(), max_chars=10) == ("é" * 10, True)
-    with pytest.raises(InvalidInput, match="octet 0xFF à la position 3"):
+    with pytest.raises(InvalidInput) as err:
         L.read_upload(b"abc\xff\xfe")
-    with pytest.raises(InvalidInput, match="vide"):
-        L.read_upload(b"")
-    with pytest.raises(InvalidInput, match="espaces"):
-        L.read_upload(b" \n ")
-    with pytest.raises(InvalidInput, match="lu"):
-        L.read_upload("déjà du texte")
+    assert err.value.code == "tokenlab.upload_not_utf8" and err.value.params == {"byte": "FF", "position": 3}
+    for raw, code in [(b"", "tokenlab.upload_empty"), (b" \n ", "tokenlab.upload_blank"),
+                      ("déjà du texte", "tokenlab.upload_unreadable")]:
+        with pytest.raises(InvalidInput) as err:
+            L.read_upload(raw)
+        assert err.value.code == code
     assert L.read_upload(b"a\x00b")[0] == "a\x00b"
 
 

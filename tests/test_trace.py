@@ -64,7 +64,7 @@ def test_hooks_removed_and_fused_path_restored():
     model = gpt_core_model()
     run_with_cache(model, [1, 2, 3])
     assert not any(m._forward_hooks for m in model.modules())
-    with pytest.raises(ValueError, match="at least one token"):
+    with pytest.raises(ValueError, match="At least one token"):
         run_with_cache(model, [])
     assert not any(m._forward_hooks for m in model.modules())
 

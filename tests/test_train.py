@@ -14,6 +14,7 @@ import threading
 import types
 
 import pytest
+from said import fr, raises_said
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,14 +23,14 @@ from gpt_core import data
 from gpt_core.config import GPTConfig
 from gpt_core.errors import GPTCoreError, InvalidInput
 from gpt_core.evaluate import (
-    OllamaUnavailable, alpaca_prompt, classification_report, generate_answers, lm_loss,
-    ollama_judge, save_json, wandb_logger,
+    OllamaUnavailable, alpaca_prompt, class_probabilities, classification_report, continue_text, generate_answers,
+    lm_loss, next_token_probs, ollama_judge, save_json, top_token_union, wandb_logger,
 )
 from gpt_core.model import GPT
 from gpt_core.train import (
-    TrainConfig, check_fits, estimate_run, is_classifier, last_token_logits, load_trained,
-    make_sample_fn, merge_lora, pick_device, prepare_classifier, prepare_instruction_finetune,
-    prepare_pretraining, save_trained, steps_for_epochs, train,
+    TrainConfig, check_fits, continuation_ids, count_trainable, estimate_finetune, estimate_run, is_classifier,
+    last_token_logits, load_trained, make_sample_fn, merge_lora, parse_learning_rate, pick_device,
+    prepare_classifier, prepare_instruction_finetune, prepare_pretraining, save_trained, steps_for_epochs, train,
 )
 
 LN_VOCAB = math.log(50257)  # the loss of a uniform guess over GPT-2's vocabulary: 10.825
@@ -113,7 +114,7 @@ def test_pretraining_on_french_corpus_lowers_validation_loss(tok):
     assert final["type"] == "done"
     assert final["history"]["val_loss"] == [e["val_loss"] for e in evals]
     assert final["history"]["train_loss"] == [e["train_loss"] for e in steps]
-    assert final["message"].startswith("Entraînement terminé : 12 étapes")
+    assert fr(final["message"]).startswith("Entraînement terminé : 12 étapes")
     assert not model.training  # left in eval mode
 
 
@@ -143,7 +144,7 @@ def test_grad_accum_consumes_batches_and_epochs_restart():
     events = list(train(model, iter(random_batches(n=2)), None, cpu(lr=1e-3, steps=5)))
     assert events[-1]["type"] == "done"
     assert events[-1]["step"] == 2
-    assert "épuisées après 2 étapes" in events[-1]["message"]
+    assert "épuisées après 2 étapes" in fr(events[-1]["message"])
 
 
 class DigitTokenizer:
@@ -168,7 +169,7 @@ def test_samples_are_generated_during_training():
     expected = tok.decode(tok.encode("1 2 3") + greedy(model, tok.encode("1 2 3"), 4, trace=False).new_ids)
     assert samples[-1]["text"] == expected  # the final weights, greedy: reproducible
     assert events[-1]["history"]["samples"] == [{"step": s["step"], "text": s["text"]} for s in samples]
-    with pytest.raises(InvalidInput, match="est vide"):
+    with raises_said(InvalidInput, "est vide"):
         make_sample_fn(tok, "")
 
 
@@ -276,9 +277,9 @@ def test_classifier_on_hugging_face_model_and_freezing():
     events = list(train(model, batches, batches, cpu(lr=1e-2, steps=3), task="classify"))
     assert events[-1]["type"] == "done"
     assert hf.lm_head.weight.shape == (97, 32)  # the original keeps its vocabulary head
-    with pytest.raises(InvalidInput, match="entre 0 et 3"):
+    with raises_said(InvalidInput, "entre 0 et 3"):
         prepare_classifier(hf, 3, freeze_until_last=4)
-    with pytest.raises(InvalidInput, match="au moins 2 classes"):
+    with raises_said(InvalidInput, "au moins 2 classes"):
         prepare_classifier(hf, 1)
 
 
@@ -302,7 +303,7 @@ def test_cancel_event_stops_the_loop():
             cancel.set()
     assert seen[-1]["type"] == "cancelled"
     assert seen[-1]["step"] == 3
-    assert seen[-1]["message"] == "Entraînement annulé à l'étape 3 sur 100."
+    assert fr(seen[-1]["message"]) == "Entraînement annulé à l'étape 3 sur 100."
     assert len(seen[-1]["history"]["train_loss"]) == 3
 
 
@@ -310,7 +311,7 @@ def test_cancel_event_stops_the_loop():
 def test_bad_learning_rate_is_refused_with_a_sentence(lr):
     with pytest.raises(InvalidInput) as err:
         TrainConfig(lr=lr)
-    assert str(err.value) == (
+    assert fr(err.value) == (
         "Le taux d'apprentissage doit être un nombre fini, strictement positif et au plus 1 "
         f"(reçu : {lr!r}) ; une valeur courante est 3e-4."
     )
@@ -328,21 +329,21 @@ def test_bad_learning_rate_is_refused_with_a_sentence(lr):
 def test_bad_config_values_are_refused(field, value, message):
     with pytest.raises(InvalidInput) as err:
         TrainConfig(**{field: value})
-    assert str(err.value) == message
+    assert fr(err.value) == message
 
 
 def test_bad_task_device_and_empty_data_are_refused():
     model = small_vocab_model()
-    with pytest.raises(InvalidInput, match="lm, instruct ou classify"):
+    with raises_said(InvalidInput, "lm, instruct ou classify"):
         train(model, random_batches(), None, cpu(), task="translate")
-    with pytest.raises(InvalidInput, match="n'est pas un périphérique valide"):
+    with raises_said(InvalidInput, "n'est pas un périphérique valide"):
         pick_device("banane")
     if not torch.cuda.is_available():
-        with pytest.raises(InvalidInput, match="Aucun GPU CUDA"):
+        with raises_said(InvalidInput, "Aucun GPU CUDA"):
             pick_device("cuda")
         assert pick_device("auto").type in ("cpu", "mps")
     assert pick_device("cpu") == torch.device("cpu")
-    with pytest.raises(InvalidInput, match="ne contient aucun batch"):
+    with raises_said(InvalidInput, "ne contient aucun batch"):
         list(train(model, [], None, cpu()))
 
 
@@ -352,8 +353,8 @@ def test_divergence_with_huge_learning_rate_is_reported():
     last = events[-1]
     assert last["type"] == "diverged"
     assert last["step"] < 50
-    assert last["message"].startswith(f"L'entraînement a divergé à l'étape {last['step'] + 1} : la perte vaut")
-    assert "taux d'apprentissage plus petit" in last["message"]
+    assert fr(last["message"]).startswith(f"L'entraînement a divergé à l'étape {last['step'] + 1} : la perte vaut")
+    assert "taux d'apprentissage plus petit" in fr(last["message"])
 
 
 def test_injected_nan_loss_diverges_without_touching_weights():
@@ -373,7 +374,7 @@ def test_injected_nan_loss_diverges_without_touching_weights():
         if event["type"] == "step":
             states.append(state_copy(model))
     assert [e["type"] for e in events] == ["step", "step", "diverged"]
-    assert events[-1]["message"].startswith("L'entraînement a divergé à l'étape 3 : la perte vaut nan")
+    assert fr(events[-1]["message"]).startswith("L'entraînement a divergé à l'étape 3 : la perte vaut nan")
     assert_same_state(model, states[-1])  # the NaN step was not applied
 
 
@@ -472,10 +473,81 @@ def test_estimate_run_counts_memory_and_refuses_what_cannot_fit():
     assert est_clf["memory_breakdown"]["grads_and_adamw"] == 12 * est_clf["trainable_params"]
     with pytest.raises(InvalidInput) as err:
         check_fits(GPTConfig.preset("gpt2-medium"), batch_size=100_000, context=1024, steps=1, device="cpu")
-    assert str(err.value).startswith("Cet entraînement demande environ")
-    assert "réduisez la taille de batch" in str(err.value)
-    with pytest.raises(InvalidInput, match="La taille de batch doit être un entier ≥ 1"):
+    assert fr(err.value).startswith("Cet entraînement demande environ")
+    assert "réduisez la taille de batch" in fr(err.value)
+    with raises_said(InvalidInput, "La taille de batch doit être un entier ≥ 1"):
         estimate_run(cfg, batch_size=0, context=128, steps=1, device="cpu")
+
+
+@pytest.mark.parametrize("raw, value", [("3e-4", 3e-4), (" 0,001 ", 1e-3), ("1", 1.0), (0.02, 0.02)])
+def test_parse_learning_rate_accepts_usual_spellings(raw, value):
+    assert parse_learning_rate(raw) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("raw, code, message", [
+    ("", "train.lr_empty", "Indiquez un taux"), ("   ", "train.lr_empty", "Indiquez un taux"),
+    (None, "train.lr_empty", "Indiquez un taux"), ("abc", "train.lr_not_number", "« abc » n'est pas un nombre"),
+    ("3e-4x", "train.lr_not_number", "n'est pas un nombre"), ("nan", "train.lr_not_finite", "doit être un nombre fini"),
+    ("NaN", "train.lr_not_finite", "nombre fini"), ("inf", "train.lr_not_finite", "doit être un nombre fini"),
+    ("0", "train.lr_not_positive", "strictement positif"), ("-1e-3", "train.lr_not_positive", "strictement positif"),
+    ("10", "train.lr_too_big", "ferait diverger"), ("1.5", "train.lr_too_big", "ferait diverger"),
+])
+def test_parse_learning_rate_refuses_hostile_values_with_a_code(raw, code, message):
+    with pytest.raises(InvalidInput) as err:
+        parse_learning_rate(raw)
+    assert err.value.code == code and message in fr(err.value)
+
+
+def test_trainable_counts_for_lora_full_and_frozen_blocks():
+    base = GPT(GPTConfig.preset("tiny"))
+    d, layers, total = 64, 2, base.num_parameters()
+    # qkv (d -> 3d), out_proj (d -> d), fc_in (d -> 4d), fc_out (4d -> d): r x (in + out) each
+    assert count_trainable(base, "instruct", "lora", lora_r=4) == layers * 4 * (4 * d + 2 * d + 5 * d + 5 * d)
+    assert count_trainable(base, "instruct", "full") == total
+    block = sum(p.numel() for p in base.blocks[1].parameters())
+    assert count_trainable(base, "classify", n_classes=5, n_last=1) == block + 2 * d + (5 * d + 5)
+    assert count_trainable(base, "classify", n_classes=5) == total + 5 * d + 5
+    # the count matches what the prepared copies really train
+    lora = prepare_instruction_finetune(base, lora=True, lora_r=4)
+    assert sum(p.numel() for p in lora.parameters() if p.requires_grad) == count_trainable(base, "instruct", "lora", 4)
+    clf = prepare_classifier(base, 5, freeze_until_last=1)
+    assert sum(p.numel() for p in clf.parameters() if p.requires_grad) == count_trainable(base, "classify",
+                                                                                        n_classes=5, n_last=1)
+
+
+def test_trainable_count_of_a_hugging_face_model_uses_peft_defaults():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=2))
+    lora = prepare_instruction_finetune(hf, lora=True, lora_r=4)
+    assert count_trainable(hf, "instruct", "lora", 4) == sum(p.numel() for p in lora.parameters() if p.requires_grad)
+
+
+def test_estimate_finetune_shrinks_memory_and_time_and_refuses_impossible_rows():
+    base = GPT(GPTConfig.preset("tiny"))
+    full = estimate_finetune(base, "instruct", 8, 64, 60, "cpu", method="full")
+    lora = estimate_finetune(base, "instruct", 8, 64, 60, "cpu", method="lora", lora_r=4)
+    clf = estimate_finetune(base, "classify", 8, 64, 60, "cpu", n_last=0, n_classes=5)
+    assert lora["memory_breakdown"]["grads_and_adamw"] == 12 * lora["trainable_params"]
+    assert lora["memory_bytes"] < full["memory_bytes"] and lora["seconds_estimate"] < full["seconds_estimate"]
+    assert clf["memory_breakdown"]["activations"] < full["memory_breakdown"]["activations"]  # no vocabulary logits
+    assert full["fits"] and full["reason"] is None and full["trainable_params"] == base.num_parameters()
+    with pytest.raises(InvalidInput) as err:
+        estimate_finetune(base, "instruct", 8, 256, 60, "cpu")
+    assert err.value.code == "train.rows_above_context"
+    assert fr(err.value) == "256 tokens par exemple dépassent le contexte du modèle (128 tokens)."
+    with pytest.raises(InvalidInput) as err:
+        estimate_finetune(base, "translate", 8, 64, 60, "cpu")
+    assert err.value.code == "train.bad_finetune_task"
+
+
+def test_estimate_finetune_that_cannot_fit_gives_the_reason(monkeypatch):
+    import gpt_core.train as T
+
+    monkeypatch.setattr(T, "available_memory", lambda device: 1_000_000)  # 1 MB free
+    est = estimate_finetune(GPT(GPTConfig.preset("tiny")), "instruct", 8, 64, 60, "cpu")
+    assert not est["fits"] and est["reason"].code == "train.too_big"
+    assert fr(est["reason"]).startswith("Cet entraînement demande environ")
 
 
 # ------------------------------------------------------------------ evaluation
@@ -533,6 +605,44 @@ def test_generate_answers_and_save_json(tok, tiny_base, tmp_path):
         generate_answers(tiny_base, tok, examples, max_new_tokens=0)
 
 
+
+def test_continue_text_is_the_greedy_continuation_and_leaves_the_model_as_it_was(tok, tiny_base):
+    from gpt_core.decoding import greedy
+
+    tiny_base.train()
+    prompt = "Il était une fois"
+    new = greedy(tiny_base, tok.encode(prompt), 8, eos_id=tok.eos_id, trace=False).new_ids
+    new = new[:-1] if new and new[-1] == tok.eos_id else new
+    assert continue_text(tiny_base, tok, prompt, 8) == tok.decode(new)
+    assert tiny_base.training  # the mode came back
+    cut = continue_text(tiny_base, tok, prompt, 8, stop=tok.decode(new[2:4]))
+    assert cut == tok.decode(new).split(tok.decode(new[2:4]))[0].strip()
+    assert continuation_ids(tiny_base, tok.encode(prompt) * 40, 8) == continuation_ids(
+        tiny_base, (tok.encode(prompt) * 40)[-56:], 8)  # context 64: the last 64 - 8 tokens
+    for empty in ("", "   "):
+        with pytest.raises(InvalidInput) as err:
+            continue_text(tiny_base, tok, empty, 8)
+        assert err.value.code == "evaluate.empty_prompt"
+    tiny_base.eval()
+
+
+def test_next_token_probs_top_union_and_class_probabilities(tok, tiny_base):
+    probs = next_token_probs(tiny_base, tok, "Il était une fois")
+    with torch.no_grad():
+        logits = tiny_base(torch.tensor([tok.encode("Il était une fois")]))[0, -1]
+    torch.testing.assert_close(probs, logits.softmax(-1))
+    assert probs.shape == (50257,) and float(probs.sum()) == pytest.approx(1.0, abs=1e-5)
+    before, after = torch.tensor([0.5, 0.3, 0.1, 0.1]), torch.tensor([0.05, 0.05, 0.1, 0.8])
+    assert top_token_union(before, after, k=2, limit=3) == [3, 2, 0]
+    clf = prepare_classifier(tiny_base, 3).eval()
+    out = class_probabilities(clf, tok, "panne du wifi au 2e étage " * 20, max_length=16)
+    with torch.no_grad():
+        expected = clf(torch.tensor([tok.encode("panne du wifi au 2e étage " * 20)[:16]]))[0, -1].softmax(-1)
+    assert out == pytest.approx(expected.tolist(), abs=1e-6) and len(out) == 3
+    with pytest.raises(InvalidInput) as err:
+        class_probabilities(clf, tok, " ", max_length=16)
+    assert err.value.code == "evaluate.empty_text"
+
 class _FakeOllama(http.server.BaseHTTPRequestHandler):
     replies = ["Score : 85", "je ne sais pas"]
     requests: list = []
@@ -589,7 +699,7 @@ def test_ollama_judge_with_a_fake_local_server(fake_ollama):
 
 
 def test_ollama_judge_reports_missing_model(fake_ollama):
-    with pytest.raises(OllamaUnavailable, match="Le modèle « mistral » n'est pas installé dans Ollama"):
+    with raises_said(OllamaUnavailable, "Le modèle « mistral » n'est pas installé dans Ollama"):
         ollama_judge(ITEMS, model="mistral", url=fake_ollama)
 
 
@@ -600,8 +710,8 @@ def test_ollama_judge_without_server_fails_fast_with_a_sentence():
     with pytest.raises(OllamaUnavailable) as err:
         ollama_judge(ITEMS, url=f"http://127.0.0.1:{port}", timeout=1)
     assert isinstance(err.value, GPTCoreError)
-    assert str(err.value).startswith(f"Aucun serveur Ollama ne répond sur 127.0.0.1:{port}")
-    with pytest.raises(InvalidInput, match="adresse de serveur Ollama valide"):
+    assert fr(err.value).startswith(f"Aucun serveur Ollama ne répond sur 127.0.0.1:{port}")
+    with raises_said(InvalidInput, "adresse de serveur Ollama valide"):
         ollama_judge(ITEMS, url="pas une url")
 
 
@@ -610,14 +720,14 @@ def test_wandb_logger_only_when_installed_and_configured(monkeypatch, tmp_path):
     monkeypatch.setenv("NETRC", str(tmp_path / "absent"))
     monkeypatch.setitem(sys.modules, "wandb", None)  # import fails
     logger, reason = wandb_logger("llm-explorer")
-    assert logger is None and "wandb n'est pas installé" in reason
+    assert logger is None and "wandb n'est pas installé" in fr(reason)
 
     logged = []
     fake = types.SimpleNamespace(init=lambda **kw: types.SimpleNamespace(
         log=lambda data, step: logged.append((step, data)), finish=lambda: None))
     monkeypatch.setitem(sys.modules, "wandb", fake)
     logger, reason = wandb_logger("llm-explorer")
-    assert logger is None and "wandb login" in reason
+    assert logger is None and "wandb login" in fr(reason)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     logger, reason = wandb_logger("llm-explorer")
     assert reason is None

@@ -1,0 +1,1 @@
+"""Pure figure builders: data in, plotly Figure (or HTML) out. Never imports streamlit."""

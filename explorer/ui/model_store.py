@@ -1,0 +1,121 @@
+"""The one place the app loads models: a store shared by all sessions.
+
+Models are cached in a ``st.cache_resource`` store, so every session shares
+them and nobody ever trains them in place (training pages copy first).
+Fine-tuned models are registered here so every page can offer them.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import streamlit as st
+
+from gpt_core.errors import GPTCoreError
+from gpt_core.registry import DEFAULT_MODEL, LoadedModel, list_sources, load_with_fallback
+
+from explorer.ui.i18n import t
+from explorer.ui.messages import plain, say
+
+MODEL_KEY = "app.model"
+DEVICE_KEY = "app.device"
+LOCAL_KEY = "app.local_dir"
+MAX_LOADED = 3
+
+
+class ModelStore:
+    """Thread-safe LRU of loaded models, plus models fine-tuned in this server."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._loaded: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self.custom: dict[str, LoadedModel] = {}
+
+    def peek(self, key: str, device: str) -> LoadedModel | None:
+        if key in self.custom:
+            return self.custom[key]
+        with self._lock:
+            lm = self._loaded.get((key, device))
+            if lm is not None:
+                self._loaded.move_to_end((key, device))
+            return lm
+
+    def load(self, key: str, device: str, progress=None) -> LoadedModel:
+        found = self.peek(key, device)
+        if found is not None:
+            return found
+        with self._lock:
+            key_lock = self._key_locks.setdefault((key, device), threading.Lock())
+        with key_lock:
+            found = self.peek(key, device)
+            if found is not None:
+                return found
+            lm = load_with_fallback(key, device=device, progress=progress)
+            with self._lock:
+                self._loaded[(key, device)] = lm
+                while len(self._loaded) > MAX_LOADED:
+                    self._loaded.popitem(last=False)
+            return lm
+
+    def register(self, name: str, lm: LoadedModel) -> None:
+        """Offer a fine-tuned model to every page (kept until the server stops)."""
+        self.custom[name] = lm
+
+
+@st.cache_resource(show_spinner=False)
+def store() -> ModelStore:
+    return ModelStore()
+
+
+def available_devices() -> list[str]:
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def label_of(source) -> str:
+    """The source's label in the UI language: the page's own (``model.<key>``), else the registry's said."""
+    text = t(f"model.{source.key}")
+    if text != f"model.{source.key}":
+        return text
+    return say(source.label_message) if source.label_message is not None else source.label
+
+
+def model_choices() -> dict[str, str]:
+    """key -> label, embedded model first, then hub sources, fine-tuned models and tests."""
+    # seq2seq models (BARThez) are for the tokenizer lab; the model pages need a causal LM
+    choices = {s.key: label_of(s) for s in list_sources() if s.family != "hf-seq2seq"}
+    for name in store().custom:
+        choices[name] = t("sidebar.finetuned", name=name)
+    return choices
+
+
+def current_model() -> LoadedModel:
+    """The model chosen in the sidebar, loaded with a progress bar the first time."""
+    key = st.session_state.get(MODEL_KEY, DEFAULT_MODEL)
+    device = st.session_state.get(DEVICE_KEY, "cpu")
+    if key == "local":
+        key = st.session_state.get(LOCAL_KEY) or DEFAULT_MODEL
+    found = store().peek(key, device)
+    if found is not None:
+        return found
+    bar = st.progress(0.0, text=t("sidebar.loading", name=key))
+
+    def progress(fraction: float, message) -> None:  # message: a gpt_core Message
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=plain(say(message)))
+
+    try:
+        lm = store().load(key, device, progress)
+    except GPTCoreError as exc:  # a bad local directory, for instance
+        bar.empty()
+        st.error(t("sidebar.load_error", reason=plain(say(exc))))
+        st.session_state[MODEL_KEY] = DEFAULT_MODEL
+        lm = store().load(DEFAULT_MODEL, device, None)
+    bar.empty()
+    return lm

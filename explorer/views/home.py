@@ -1,0 +1,61 @@
+"""Helpers of the Home page: model card figures and the quick look."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from gpt_core.backend import backend_of
+from gpt_core.trace import top_next_tokens
+
+from explorer.ui.i18n import t
+from explorer.ui.text_input import fit_context
+from explorer.ui.token_chips import token_label
+
+
+def human(n: float, unit: str = "") -> str:
+    for factor, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if n >= factor:
+            return f"{n / factor:.1f}{suffix}{unit}"
+    return f"{n:.0f} {unit}".strip()
+
+
+def model_card_rows(lm) -> list[tuple[str, str]]:
+    info = backend_of(lm.model).info()
+    heads = str(info.n_heads) if info.n_kv_heads == info.n_heads else f"{info.n_heads} (K/V : {info.n_kv_heads})"
+    return [
+        (t("home.params"), human(info.n_params)),
+        (t("home.layers"), str(info.n_layers)),
+        (t("home.heads"), heads),
+        (t("home.d_model"), str(info.d_model)),
+        (t("home.vocab"), f"{info.vocab_size:,}".replace(",", " ")),
+        (t("home.context"), f"{info.context_length:,}".replace(",", " ")),
+        (t("home.positions"), t(f"home.pos_{info.position_kind}")),
+        (t("home.load_time"), f"{lm.load_seconds:.1f} s"),
+        (t("home.memory"), human(lm.memory_bytes, "B")),
+    ]
+
+
+@dataclass
+class QuickLook:
+    text: str
+    pieces: list
+    labels: list[str]
+    probs: list[float]
+    table: pd.DataFrame
+    notice: str | None
+
+
+def quick_look(lm, text: str, k: int = 10) -> QuickLook:
+    pieces = lm.tokenizer.tokenize(text)
+    backend = backend_of(lm.model)
+    ids, notice = fit_context([p.id for p in pieces], backend.context_length)
+    top = top_next_tokens(backend.next_token_logits(ids), k)
+    labels = [token_label(lm.tokenizer, row["id"]) for row in top]
+    table = pd.DataFrame({
+        t("common.rank"): [r["rank"] for r in top],
+        t("common.token"): labels,
+        t("common.prob"): [f"{r['prob']:.2%}" for r in top],
+        t("common.logit"): [round(r["logit"], 2) for r in top],
+    })
+    return QuickLook(text, pieces, labels, [r["prob"] for r in top], table, notice)
