@@ -21,7 +21,7 @@ _MARKDOWN = set("\\`*_{}[]()<>#+-.!|~$:")
 
 def render(message: Message | GPTCoreError, lang: str) -> str:
     """The sentence for a gpt_core error or note in ``lang`` (the English fallback when no locale knows it)."""
-    if isinstance(message, GPTCoreError):
+    if not isinstance(message, Message):  # an error carries its Message
         message = message.message
     template = lookup(f"core.{message.code}", lang)
     if template is None:
