@@ -66,8 +66,8 @@ def nano(at: AppTest, steps: int, batch: int = 4) -> AppTest:
 def test_pretrain_renders_with_the_default_model_and_estimates():
     at = app(PRETRAIN, model=None)  # the embedded SmolLM2 in the sidebar; this page starts from scratch
     m = metrics(at)
-    assert m["Poids entraînés"] == "3.32 M"  # tiny preset: 2 blocks, d_model 64, GPT-2 vocabulary
-    assert m["Tokens vus"] == "30.7 k"       # 60 steps x 8 rows x 64 tokens
+    assert m["Poids entraînés"] == "3,32 M"  # tiny preset: 2 blocks, d_model 64, GPT-2 vocabulary
+    assert m["Tokens vus"] == "30,7 k"       # 60 steps x 8 rows x 64 tokens
     assert not at.button(key="pretrain.start").disabled
     assert "225 fenêtres d'entraînement et 25 de validation" in " ".join(c.value for c in at.caption)
 

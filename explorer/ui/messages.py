@@ -48,6 +48,12 @@ def number(value: float | int, lang: str) -> str:
     return text.replace(".", ",") if lang == "fr" else text
 
 
+def decimal(x: float, digits: int = 3, lang: str | None = None) -> str:
+    """A fixed-point number as the UI language writes it (decimal comma in French)."""
+    text = f"{x:.{digits}f}"
+    return text.replace(".", ",") if (lang or current_lang()) == "fr" else text
+
+
 def _param(key: str, value: Any, lang: str) -> Any:
     if key in TRANSLATED_PARAMS and isinstance(value, str):
         return lookup(f"core.{key}.{value}", lang) or value

@@ -87,6 +87,13 @@ def label_of(source) -> str:
     return say(source.label_message) if source.label_message is not None else source.label
 
 
+def tokenizer_label(tokenizer) -> str:
+    """A tokenizer's name in the UI language (``tokenizer.opt.<name>``), else its own label."""
+    key = f"tokenizer.opt.{getattr(tokenizer, 'name', '')}"
+    text = t(key)
+    return text if text != key else tokenizer.label
+
+
 def model_choices() -> dict[str, str]:
     """key -> label, embedded model first, then hub sources, fine-tuned models and tests."""
     # seq2seq models (BARThez) are for the tokenizer lab; the model pages need a causal LM

@@ -17,12 +17,12 @@ from gpt_core.model import GPT
 
 from explorer.figures.architecture import param_bars
 from explorer.figures.bars import prob_bars
-from explorer.views.home import human
 from explorer.ui.i18n import t
 from explorer.ui.messages import attempt
 from explorer.ui.model_store import label_of
 from explorer.ui.text_input import fit_context
 from explorer.ui.token_chips import visible
+from explorer.views.home import human
 
 # which live-shape rows go next to which module's code
 MODULE_SITES = {

@@ -20,8 +20,8 @@ from gpt_core.tokenizers import load_tokenizer
 from explorer import corpus as C
 from explorer.figures import data as F
 from explorer.ui.i18n import t
-from explorer.ui.messages import plain, say
-from explorer.ui.model_store import current_model
+from explorer.ui.messages import decimal, plain, say
+from explorer.ui.model_store import current_model, tokenizer_label
 from explorer.ui.state import persisted
 from explorer.ui.text_input import check_text, show_messages
 
@@ -143,7 +143,7 @@ def _tokenizer(where: Any, lm) -> tuple[Any, tuple[int, int] | None]:
     tok = lm.tokenizer if kind == "model" else load_tokenizer("gpt2")
     specials = attempt(st, C.special_ids, tok)
     if specials is not None:
-        where.caption(t("data.tok_info", label=tok.label, eot=specials[0], pad=specials[1]))
+        where.caption(t("data.tok_info", label=tokenizer_label(tok), eot=specials[0], pad=specials[1]))
     return tok, specials
 
 
@@ -200,7 +200,7 @@ def _chunk_tab(docs_ids: list[list[int]], tok: Any, n_docs: int) -> None:
     for col, g in zip(st.columns(2, border=True), grids):
         res = g.result
         col.markdown(f"**{t(f'data.strategy.{res.strategy}')}**")
-        metrics(col, [(t("data.m.rows"), f"{res.n_rows} × {context}"), (t("data.m.waste"), f"{res.waste_pct:.1f} %"),
+        metrics(col, [(t("data.m.rows"), f"{res.n_rows} × {context}"), (t("data.m.waste"), f"{decimal(res.waste_pct, 1)} %"),
                       (t(f"data.m.lost_{res.strategy}"), res.dropped_tokens + res.truncated_tokens)])
     rows: list[str] = []
     for g in grids:

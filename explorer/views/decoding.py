@@ -20,7 +20,7 @@ from gpt_core.errors import GPTCoreError
 
 from explorer.figures.decoding import TreeNode, beam_tree, lane_bars, tokens_html, tree_nodes
 from explorer.ui.i18n import t
-from explorer.ui.messages import plain, say
+from explorer.ui.messages import decimal, plain, say
 from explorer.ui.state import persisted, set_value
 from explorer.ui.token_chips import visible
 from explorer.views.decoding_settings import (FIELDS, MAX_NEW_UI, Checked, Prompt, check_beams, check_length,
@@ -322,7 +322,7 @@ def render_lanes(lab: LabResult, s: LabSettings, plan: LabPlan) -> None:
                 continue
             st.html(tokens_html(plan.prompt.text, lane.texts, lane.probs))
             m1, m2 = st.columns(2)
-            m1.metric(t("decoding.logprob"), f"{lane.raw_logprob:.2f}", help=t("decoding.logprob_help"))
+            m1.metric(t("decoding.logprob"), decimal(lane.raw_logprob, 2), help=t("decoding.logprob_help"))
             m2.metric(t("decoding.repeats"), f"{lane.repeat_share:.0%}", help=t("decoding.repeats_help"))
             st.caption(t("decoding.lane_caption", n=len(lane.new_ids), stop=t(f"decoding.stop_{lane.stop_reason}"),
                          lp=lane.strategy_logprob))

@@ -18,8 +18,8 @@ from explorer.corpus import RECORD_TYPES
 from explorer.ui.i18n import t
 from explorer.ui.model_store import DEVICE_KEY, current_model, label_of, store
 from explorer.ui.state import persisted
-from explorer.views import training_form as W
 from explorer.views import data as data_view
+from explorer.views import training_form as W
 
 A = "finetune"
 LENGTHS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)

@@ -9,6 +9,7 @@ from gpt_core.backend import backend_of
 from gpt_core.trace import top_next_tokens
 
 from explorer.ui.i18n import t
+from explorer.ui.messages import decimal
 from explorer.ui.text_input import fit_context
 from explorer.ui.token_chips import token_label
 
@@ -16,7 +17,7 @@ from explorer.ui.token_chips import token_label
 def human(n: float, unit: str = "") -> str:
     for factor, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
         if n >= factor:
-            return f"{n / factor:.1f}{suffix}{unit}"
+            return f"{decimal(n / factor, 1)}{suffix}{unit}"
     return f"{n:.0f} {unit}".strip()
 
 
@@ -31,7 +32,7 @@ def model_card_rows(lm) -> list[tuple[str, str]]:
         (t("home.vocab"), f"{info.vocab_size:,}".replace(",", " ")),
         (t("home.context"), f"{info.context_length:,}".replace(",", " ")),
         (t("home.positions"), t(f"home.pos_{info.position_kind}")),
-        (t("home.load_time"), f"{lm.load_seconds:.1f} s"),
+        (t("home.load_time"), f"{decimal(lm.load_seconds, 1)} s"),
         (t("home.memory"), human(lm.memory_bytes, "B")),
     ]
 

@@ -13,7 +13,7 @@ from gpt_core.errors import GPTCoreError
 from explorer import runs as R
 from explorer.corpus import training_text
 from explorer.ui.i18n import t
-from explorer.ui.model_store import DEVICE_KEY, current_model, store
+from explorer.ui.model_store import DEVICE_KEY, current_model, store, tokenizer_label
 from explorer.ui.state import get, persisted, set_value
 from explorer.views import training_form as W
 from explorer.views.data import origin_of, pick_corpus
@@ -46,7 +46,7 @@ def _architecture(tok) -> dict:
         "context": persisted(c[1].select_slider, t("training.pre.context"), f"{A}.context", d["context"],
                              options=[16, 32, 64, 128, 256, 512, 1024]),
     }
-    st.caption(t("training.pre.tokenizer", label=tok.label, vocab=W.thousands(tok.vocab_size)))
+    st.caption(t("training.pre.tokenizer", label=tokenizer_label(tok), vocab=W.thousands(tok.vocab_size)))
     return arch
 
 

@@ -22,7 +22,7 @@ from gpt_core.tokenizers import load_tokenizer
 
 from explorer.figures.tokens import parts_html, word_counts_chart
 from explorer.ui.i18n import t
-from explorer.ui.messages import plain, say, show
+from explorer.ui.messages import decimal, plain, say, show
 from explorer.ui.state import get, persisted, set_value, widget_key
 from explorer.ui.text_input import check_text, show_messages
 from explorer.ui.token_chips import chips_html, visible
@@ -140,7 +140,7 @@ def compare(tokenizers: list, text: str, allow_special: bool) -> tokenlab.Compar
 
 
 def _fmt(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}"
+    return "—" if x is None else decimal(x, 2)
 
 
 def stats_frame(comp: tokenlab.Comparison) -> pd.DataFrame:

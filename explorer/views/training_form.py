@@ -25,7 +25,7 @@ from explorer.corpus import records_for
 from explorer.figures import training as F
 from explorer.jobs import get_manager
 from explorer.ui.i18n import current_lang, t
-from explorer.ui.messages import number, plain, say
+from explorer.ui.messages import decimal, number, plain, say
 from explorer.ui.state import persisted
 
 
@@ -38,11 +38,12 @@ def said(message: Message | GPTCoreError | str | None) -> str:
 
 
 def count_text(n: int | float) -> str:
-    """3_320_640 -> '3.32 M'."""
+    """3_320_640 -> '3.32 M' (English) / '3,32 M' (French)."""
     n = float(n)
     for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if n >= size:
-            return f"{n / size:.3g} {unit}"
+            text = f"{n / size:.3g}"
+            return f"{text.replace('.', ',') if current_lang() == 'fr' else text} {unit}"
     return f"{n:.0f}"
 
 
@@ -50,10 +51,10 @@ def duration_text(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     if seconds < 90:
-        return f"{max(seconds, 0.1):.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+        return f"{decimal(max(seconds, 0.1), 1)} s" if seconds < 10 else f"{seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"{decimal(seconds / 60, 1)} min"
+    return f"{decimal(seconds / 3600, 1)} h"
 
 
 def size_text(n_bytes: float) -> str:
@@ -174,8 +175,8 @@ def _progress(snap, live: bool) -> None:
             _cancel_button(snap)
         return
     m = st.columns(4)
-    m[0].metric(t("training.m.train_loss"), f"{snap.train_loss[-1]:.3f}" if snap.train_loss else "–")
-    m[1].metric(t("training.m.val_loss"), f"{snap.val_loss[-1]:.3f}" if snap.val_loss else "–")
+    m[0].metric(t("training.m.train_loss"), decimal(snap.train_loss[-1]) if snap.train_loss else "–")
+    m[1].metric(t("training.m.val_loss"), decimal(snap.val_loss[-1]) if snap.val_loss else "–")
     m[2].metric(t("training.m.lr"), f"{snap.lr[-1]:.2e}" if snap.lr else "–")
     speed = snap.tokens_seen / snap.elapsed if snap.elapsed else 0
     m[3].metric(t("training.m.speed"), f"{count_text(speed)}/s" if speed else "–")
@@ -263,8 +264,8 @@ def downloads(snap, area: str) -> None:
 def _status_line(snap) -> None:
     if snap.status == "done":
         train_loss = snap.train_loss[-1] if snap.train_loss else float("nan")
-        val = f"{snap.val_loss[-1]:.3f}" if snap.val_loss else "–"
-        st.success(t("training.done", steps=snap.step, loss=f"{train_loss:.3f}", val=val,
+        val = decimal(snap.val_loss[-1]) if snap.val_loss else "–"
+        st.success(t("training.done", steps=snap.step, loss=decimal(train_loss), val=val,
                      seconds=duration_text(snap.elapsed)))
     elif snap.status == "cancelled":
         st.warning(t("training.cancelled", step=snap.step))
