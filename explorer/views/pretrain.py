@@ -46,7 +46,7 @@ def _architecture(tok) -> dict:
         "context": persisted(c[1].select_slider, t("training.pre.context"), f"{A}.context", d["context"],
                              options=[16, 32, 64, 128, 256, 512, 1024]),
     }
-    st.caption(t("training.pre.tokenizer", label=tokenizer_label(tok), vocab=W.thousands(tok.vocab_size)))
+    st.caption(t("training.pre.tokenizer", label=tokenizer_label(tok)))
     return arch
 
 
