@@ -44,6 +44,9 @@ class ModelInfo:
     vocab_size: int
     context_length: int
     position_kind: str      # "learned" (a position table) or "rotary" (RoPE, no table)
+    # one entry per layer: None for full (global) causal attention, else the sliding window in tokens
+    attention_windows: list = field(default_factory=list)
+    final_logit_softcap: float | None = None   # logits = cap * tanh(logits / cap) when set (Gemma 2)
 
 
 @dataclass
@@ -225,7 +228,7 @@ class GPTBackend(Backend):
     def info(self) -> ModelInfo:
         c = self.base.cfg
         return ModelInfo("gpt_core", self.n_params(), c.n_layers, c.n_heads, c.n_heads, c.d_model,
-                         c.vocab_size, c.context_length, "learned")
+                         c.vocab_size, c.context_length, "learned", [None] * c.n_layers)
 
     @property
     def context_length(self) -> int:
@@ -358,13 +361,31 @@ class HFBackend(Backend):
     def info(self) -> ModelInfo:
         cfg = self.config
         n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
+        n_layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer")
         return ModelInfo(
-            cfg.model_type, self.n_params(),
-            getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer"),
+            cfg.model_type, self.n_params(), n_layers,
             n_heads, getattr(cfg, "num_key_value_heads", None) or n_heads,
             self.d_model, self.vocab_size, self._context(),
             "learned" if self.position_matrix() is not None else "rotary",
+            self._windows(n_layers), self._softcap(),
         )
+
+    def _windows(self, n_layers: int) -> list:
+        """Per layer: None (global attention) or the sliding window, from the config's layer types."""
+        cfg = self.config
+        window = getattr(cfg, "sliding_window", None)
+        kinds = getattr(cfg, "layer_types", None)
+        if not isinstance(window, int) or window <= 0:
+            return [None] * n_layers
+        if isinstance(kinds, (list, tuple)) and len(kinds) == n_layers:
+            return [window if kind == "sliding_attention" else None for kind in kinds]
+        if cfg.model_type == "mistral":  # every layer slides
+            return [window] * n_layers
+        return [None] * n_layers
+
+    def _softcap(self) -> float | None:
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return float(cap) if isinstance(cap, (int, float)) and cap > 0 else None
 
     @property
     def context_length(self) -> int:
@@ -398,7 +419,9 @@ class HFBackend(Backend):
 
     @torch.no_grad()
     def unembed(self, resid: torch.Tensor) -> torch.Tensor:
-        return self.base.get_output_embeddings()(self.final_norm()(resid))
+        logits = self.base.get_output_embeddings()(self.final_norm()(resid))
+        cap = self._softcap()
+        return cap * torch.tanh(logits / cap) if cap is not None else logits
 
     def logits(self, inputs, attention_mask=None) -> torch.Tensor:
         if attention_mask is None:

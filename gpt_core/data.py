@@ -814,7 +814,9 @@ class InstructionDataset(Dataset):
         for i, rec in enumerate(self.records, 1):
             _alpaca_fields(rec, number=i)  # names the example when it is wrong
             prompt, response = format_alpaca(rec, style)
-            self.items.append((list(tokenizer.encode(prompt)), list(tokenizer.encode(response))))
+            # the model's own prefix (Gemma's BOS) starts each example, as it does at generation time
+            prefix = list(getattr(tokenizer, "model_prefix", ()))
+            self.items.append((prefix + list(tokenizer.encode(prompt)), list(tokenizer.encode(response))))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -961,6 +963,8 @@ class ClassificationDataset(Dataset):
             if not isinstance(text, str) or not text.strip():
                 raise InvalidInput("data.example_text_empty", "The text of example {n} is empty.", n=i)
             ids = list(tokenizer.encode(text))
+            if ids:
+                ids = list(getattr(tokenizer, "model_prefix", ())) + ids
             if not ids:
                 raise InvalidInput("data.example_text_no_tokens", "The text of example {n} gives no token.", n=i)
             encoded.append(ids)

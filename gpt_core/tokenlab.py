@@ -9,6 +9,9 @@ Pure functions over :mod:`gpt_core.tokenizers` (no Streamlit, no printing):
   vocabulary spellings ``Ġ`` (GPT-2's space byte) and ``▁`` (SentencePiece's space);
 * :func:`bpe_walkthrough` - "show your work": GPT-2's merges, one by one, with ranks;
 * :func:`train_bpe` - a byte-level BPE trained with the ``tokenizers`` library;
+* :func:`language_bpe` - that BPE trained once (then cached) on the built-in French or
+  English corpus, so a lesson can show each one cheap on the language it learnt;
+* :func:`language_costs` - tokens per word of each tokenizer on reference texts;
 * :func:`parse_ids` / :func:`round_trip` - pasted ids back to text, safely;
 * :func:`read_upload` - bytes of an uploaded file to text, with readable errors;
 * :func:`tokens_csv` / :func:`tokens_json` - exports.
@@ -23,11 +26,12 @@ import csv
 import io
 import json
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from gpt_core.errors import InvalidInput
+from gpt_core.errors import GPTCoreError, InvalidInput
 from gpt_core.tokenizers import MergeStep, TokenPiece, Tokenizer, bytes_to_unicode, clean_text
 
 __all__ = [
@@ -50,6 +54,12 @@ __all__ = [
     "BpeWalk",
     "bpe_walkthrough",
     "train_bpe",
+    "LANGUAGE_BPE_VOCAB",
+    "LanguageBpe",
+    "builtin_corpus",
+    "language_bpe",
+    "LanguageCost",
+    "language_costs",
     "parse_ids",
     "RoundTrip",
     "round_trip",
@@ -66,6 +76,10 @@ MAX_TRAIN_CHARS = 2_000_000
 MAX_PASTED_IDS = 100_000
 MAX_IDS_CHARS = 1_000_000
 EOT = "<|endoftext|>"
+# Both built-in corpora (45 kB of French, 41 kB of English) can fill this vocabulary with
+# merges seen at least twice (about 1,820 and 1,660 at most): the two BPEs are the same size.
+LANGUAGE_BPE_VOCAB = 1600
+LANGUAGE_CORPORA = {"fr": "corpus_fr.txt", "en": "corpus_en.txt"}
 
 # A word: letters/digits, possibly joined by an apostrophe or a hyphen
 # ("l'Université", "aujourd'hui", "peut-être" are one word each).
@@ -294,6 +308,13 @@ class BpeChunk:
         k = max(0, min(int(k), len(self.steps)))
         return list(self.start) if k == 0 else list(self.steps[k - 1].parts_after)
 
+    def merged_at(self, k: int) -> int | None:
+        """Where the ``k``-th merge happened: the index of the new part after it (None for k = 0)."""
+        if self.special or not 1 <= k <= len(self.steps):
+            return None
+        before, after = self.parts_at(k - 1), self.parts_at(k)
+        return next((i for i, (a, b) in enumerate(zip(before, after)) if a != b), len(after) - 1)
+
 
 @dataclass
 class BpeWalk:
@@ -425,6 +446,88 @@ def _lines(corpus: str, size: int = 8192):
                 end = nl + 1
         yield corpus[start:end]
         start = end
+
+
+# --------------------------------------------------------------------------- one BPE per language
+
+
+@dataclass(frozen=True)
+class LanguageBpe:
+    lang: str
+    tokenizer: Tokenizer  # named ``bpe-<lang>``
+    n_chars: int  # size of the corpus it learnt from
+    seconds: float  # training time (once per process)
+
+
+def builtin_corpus(lang: str) -> str:
+    """The text of the built-in corpus of ``lang`` ("fr" or "en", ``assets/datasets/corpus_<lang>.txt``)."""
+    from gpt_core.data import DATASETS_DIR
+
+    if lang not in LANGUAGE_CORPORA:
+        raise InvalidInput("tokenlab.no_corpus_for_lang", "There is no built-in corpus for the language '{lang}' "
+                           "(choose one of {choices}).", lang=str(lang)[:20], choices=", ".join(LANGUAGE_CORPORA))
+    path = DATASETS_DIR / LANGUAGE_CORPORA[lang]
+    if not path.is_file():
+        raise GPTCoreError("tokenlab.corpus_file_missing", "The built-in corpus '{file}' is missing from this "
+                           "installation.", file=path.name)
+    return path.read_text(encoding="utf-8")
+
+
+_language_bpes: dict[tuple[str, int], LanguageBpe] = {}
+_language_lock = threading.Lock()
+
+
+def language_bpe(lang: str, vocab_size: int = LANGUAGE_BPE_VOCAB) -> LanguageBpe:
+    """A byte-level BPE trained on the built-in corpus of ``lang`` ("fr" or "en").
+
+    Trained at the first call (a fraction of a second), then kept for the process:
+    every caller gets the same tokenizer (thread-safe). Training is deterministic, so
+    the ids are the same from one process to the next. The tokenizer is named
+    ``bpe-fr`` / ``bpe-en``. Raises InvalidInput for another language and GPTCoreError
+    when the corpus file is missing.
+    """
+    key = (lang, _check_vocab_size(vocab_size))
+    with _language_lock:  # one training per key; later calls read the cache
+        found = _language_bpes.get(key)
+        if found is not None:
+            return found
+        corpus = builtin_corpus(lang)
+        import transformers.tokenization_utils_fast  # noqa: F401  (imported first: the time is training only)
+
+        start = time.perf_counter()
+        tok = train_bpe(corpus, key[1], name=f"bpe-{lang}",
+                        label=f"Byte-level BPE trained here on the built-in {lang} corpus ({len(corpus):,} characters)")
+        found = LanguageBpe(lang, tok, len(corpus), time.perf_counter() - start)
+        _language_bpes[key] = found
+        return found
+
+
+@dataclass(frozen=True)
+class LanguageCost:
+    name: str  # the tokenizer's name
+    lang: str  # the reference text's language
+    n_tokens: int
+    n_words: int
+    tokens_per_word: float | None  # None for a text without words
+
+
+def language_costs(tokenizers: Sequence[Tokenizer], texts: dict[str, str]) -> list[LanguageCost]:
+    """Tokens per word of each tokenizer on each reference text (``{"fr": ..., "en": ...}``).
+
+    Counted as :func:`compare_tokenizers` counts them with ``allow_special=False``
+    (special tokens read as text), in the order tokenizer by tokenizer, then language
+    by language.
+    """
+    if not isinstance(texts, dict) or not texts:
+        raise InvalidInput("tokenlab.no_reference_text", "Give at least one reference text.")
+    texts = {lang: clean_text(text) for lang, text in texts.items()}
+    n_words = {lang: len(find_words(text)) for lang, text in texts.items()}
+    out = []
+    for tok in tokenizers:
+        for lang, text in texts.items():
+            n = len(tok.encode(text, allow_special=False))
+            out.append(LanguageCost(tok.name, lang, n, n_words[lang], n / n_words[lang] if n_words[lang] else None))
+    return out
 
 
 # --------------------------------------------------------------------------- ids -> text

@@ -49,6 +49,7 @@ from .backend import GPT_LORA_TARGETS, backend_of, unwrap
 from .config import GPTConfig
 from .errors import InvalidInput, Message, note
 from .model import GPT
+from .tokenizers import model_ids
 
 __all__ = [
     "IGNORE_INDEX", "TASKS", "TrainConfig", "pick_device", "autocast_dtype", "train",
@@ -600,8 +601,8 @@ def make_sample_fn(tokenizer, prompt: str, max_new_tokens: int = 30) -> Callable
         raise InvalidInput("train.empty_sample_prompt", "The prompt of the generated samples is empty.")
     if not _is_int(max_new_tokens) or max_new_tokens < 1:
         _check_whole("max_new_tokens", max_new_tokens, 1)
-    prompt_ids = list(tokenizer.encode(prompt))
-    if not prompt_ids:
+    prompt_ids = list(model_ids(tokenizer, prompt))
+    if len(prompt_ids) <= len(getattr(tokenizer, "model_prefix", ())):
         raise InvalidInput("train.empty_sample_prompt", "The prompt of the generated samples is empty.")
 
     def sample(model: nn.Module) -> str:

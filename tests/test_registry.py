@@ -120,7 +120,7 @@ def test_attentions_are_returned(embedded):
 
 def test_converted_copy_is_the_normal_path(embedded, monkeypatch):
     copy = registry.embedded_copy_dir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "llm_explorer.json"):
+    for name in ("config.json", "model.safetensors", "llm_explorer.json"):
         assert (copy / name).is_file(), name
     config = json.loads((copy / "config.json").read_text())
     assert "quantization_config" not in config
@@ -140,7 +140,9 @@ def test_converted_copy_is_the_normal_path(embedded, monkeypatch):
 def test_embedded_tokenizer_matches_the_copy(embedded):
     from transformers import AutoTokenizer
 
-    saved = AutoTokenizer.from_pretrained(str(registry.embedded_copy_dir()))
+    from gpt_core.hub import cache_dir
+
+    saved = AutoTokenizer.from_pretrained(str(cache_dir() / "tokenizers" / "smollm2"))
     for text in [PROMPT, "L'attention est tout ce dont vous avez besoin.", "  x\t\n 123 é🙂",
                  "<|im_start|>user\nSalut<|im_end|>"]:
         assert embedded.tokenizer.encode(text) == saved.encode(text, add_special_tokens=False)
@@ -303,6 +305,8 @@ def test_local_hf_gpt2_dir_runs_in_our_gpt(tmp_path):
 def test_local_hf_causal_dir_uses_eager_attention(tmp_path, embedded):
     import shutil
 
+    from gpt_core.hub import cache_dir
+
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -315,7 +319,7 @@ def test_local_hf_causal_dir_uses_eager_attention(tmp_path, embedded):
         load_model(str(target))
     assert err.value.code == "registry.no_tokenizer"
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(registry.embedded_copy_dir() / name, target / name)
+        shutil.copy(cache_dir() / "tokenizers" / "smollm2" / name, target / name)
     loaded = load_model(str(target))
     assert loaded.source.family == "hf-causal" and loaded.source.kind == "local"
     assert loaded.model.config._attn_implementation == "eager"

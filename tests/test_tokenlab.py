@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from explorer.ui.token_chips import chips_html, visible
+from explorer.figures.tokens import chips_html
+from explorer.ui.token_chips import visible
 from gpt_core import tokenlab as L
 from gpt_core.errors import InvalidInput
 from gpt_core.tokenizers import load_tokenizer
@@ -119,7 +120,8 @@ def test_chip_spans_cover_the_text_exactly(gpt2, sp, trained, text):
             continue
         assert_tiles(report.pieces, comp.text)
         page = chips_html(report.pieces, comp.text)
-        assert page.count("<span title=") == len(report.pieces)
+        assert page.count("<span class='tok-chip' title=") == len(report.pieces)
+        assert page.count("<wbr>") == len(report.pieces) - 1  # a line breaks only between chips
         labels = re.findall(r"unicode-bidi:isolate'>(.*?)</span>", page, flags=re.S)
         shown = "".join(html.unescape(x) for x, p in zip(labels, report.pieces) if p.end > p.start)
         assert shown == visible(comp.text)
@@ -200,6 +202,8 @@ def test_bpe_ranks_grow_within_sherbrooke(gpt2):
     chunk = L.bpe_walkthrough(gpt2, " Sherbrooke").chunks[0]
     assert [L.spell_bytes(s.merged) for s in chunk.steps] == ["he", "ro", "ĠS", "ke", "her", "oke", "ĠSher", "bro"]
     assert [s.rank for s in chunk.steps] == [258, 305, 311, 365, 372, 2088, 6528, 7957]
+    assert chunk.merged_at(0) is None and chunk.merged_at(99) is None
+    assert [chunk.merged_at(k) for k in (1, 2, 3)] == [2, 5, 0]  # "he" after "ĠS", then "ro" in "b|ro", then "ĠS"
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

