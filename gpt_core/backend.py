@@ -432,7 +432,8 @@ class HFBackend(Backend):
 
     @torch.no_grad()
     def next_token_logits(self, ids) -> torch.Tensor:
-        return self.model(_as_ids(self.base, ids), use_cache=False).logits[0, -1]
+        # only the last position goes through the head (a 262k-token head costs more than the body)
+        return self.model(_as_ids(self.base, ids), use_cache=False, **_last_only(self.model)).logits[0, -1]
 
     @torch.no_grad()
     def run_with_cache(self, ids) -> tuple[torch.Tensor, Trace]:
@@ -480,11 +481,16 @@ class HFBackend(Backend):
         (Path(folder) / "gpt_core_train.json").write_text(json.dumps(extra, indent=2, default=str), encoding="utf-8")
 
 
+def _last_only(model: nn.Module) -> dict:
+    """The keyword that makes a Hugging Face model project only the last position, when it has one."""
+    base = unwrap(model)
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+
+
 class _HFStepper(Stepper):
     def __init__(self, model: nn.Module, max_len: int):
         super().__init__(model, max_len)
-        params = inspect.signature(model.forward).parameters
-        self._extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._extra = _last_only(model)
 
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=ids, use_cache=True, **self._extra)

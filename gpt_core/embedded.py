@@ -20,6 +20,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
 from . import hub as _hub
 from .errors import GPTCoreError
 
@@ -110,3 +114,90 @@ def gguf_path(pack: Pack, assemble: bool = True) -> Path | None:
 def missing(pack: Pack) -> GPTCoreError:
     return GPTCoreError("embedded.missing", "The embedded model {model} is not installed: {command}",
                         model=pack.display, command=pack.pip)
+
+
+# ------------------------------------------------------------------ a half-size tied embedding
+class HalfEmbedding(nn.Module):
+    """A token table stored in float16 (half the memory of float32); rows come out in float32.
+
+    Gemma 3 270M spends 168 M of its 268 M parameters on this table. Kept in
+    float16 it takes 335 MB instead of 671 MB, and the next-token distribution
+    moves by at most 2.4e-4 (measured against the GGUF file, tests/test_gemma.py).
+    ``scale`` is the factor the model multiplies embeddings by (sqrt(d) for Gemma).
+    """
+
+    def __init__(self, weight: torch.Tensor, scale: float = 1.0, padding_idx: int | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().to(torch.float16).contiguous(), requires_grad=False)
+        self.weight._is_hf_initialized = True  # transformers must never re-initialise it
+        self.embed_scale = nn.Buffer(torch.tensor(float(scale)), persistent=False)
+        self.padding_idx = padding_idx
+        self.num_embeddings, self.embedding_dim = self.weight.shape
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(input_ids, self.weight).float() * self.embed_scale
+
+
+class HalfTiedHead(nn.Module):
+    """The output head tied to a :class:`HalfEmbedding`: float32 logits, computed chunk by chunk.
+
+    Each chunk of the vocabulary is cast to float32 only while it is used, so no
+    float32 copy of the whole table ever exists. The table is not registered
+    here (it belongs to the embedding), so state dicts hold it once.
+    """
+
+    CHUNK = 32768
+
+    def __init__(self, embedding: HalfEmbedding):
+        super().__init__()
+        object.__setattr__(self, "_embedding", embedding)
+        self.in_features, self.out_features = embedding.embedding_dim, embedding.num_embeddings
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._embedding.weight
+
+    @weight.setter
+    def weight(self, value) -> None:  # transformers' tie_weights() assigns the shared table: already shared
+        if value is not self._embedding.weight:
+            raise ValueError("HalfTiedHead shares its table with the embedding; it cannot take another one.")
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.float()
+        table = self._embedding.weight
+        parts = [hidden @ table[i:i + self.CHUNK].float().T for i in range(0, table.shape[0], self.CHUNK)]
+        return torch.cat(parts, dim=-1)
+
+
+def halve_tied_embedding(model: nn.Module, table: torch.Tensor | None = None) -> bool:
+    """Keep a Hugging Face model's tied token table in float16 (see :class:`HalfEmbedding`).
+
+    ``table``: the float16 table when the caller read it itself (from the safetensors
+    file, so the model's own float32 table is never paged in). Does nothing (returns
+    False) when the model does not tie its head to its embedding.
+    """
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if emb is None or head is None or getattr(head, "weight", None) is not emb.weight:
+        return False
+    scale = getattr(emb, "scalar_embed_scale", 1.0)
+    half = HalfEmbedding(emb.weight if table is None else table, scale, getattr(emb, "padding_idx", None))
+    model.set_input_embeddings(half)
+    model.set_output_embeddings(HalfTiedHead(half))
+    return True
+
+
+def read_half_table(safetensors_file: Path, name: str, rows: int = 16384) -> torch.Tensor:
+    """Read one float32 matrix of a safetensors file as float16, ``rows`` at a time.
+
+    The file is opened (mapped) only for this read, so its float32 pages leave
+    memory afterwards: the process never holds the float32 table.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(safetensors_file), framework="pt") as f:
+        part = f.get_slice(name)
+        n, d = part.get_shape()
+        out = torch.empty(n, d, dtype=torch.float16)
+        for start in range(0, n, rows):
+            out[start:start + rows] = part[start:start + rows].to(torch.float16)
+    return out

@@ -580,6 +580,9 @@ def _read_copy(key: str, copy: Path):
         str(copy), attn_implementation="eager", dtype=torch.float32, local_files_only=True,
         use_safetensors=True, **_hf_kwargs(),
     ).eval()
+    if _EMBEDDED[key][0] is _embedded.GEMMA3:  # 671 MB -> 335 MB; see HalfEmbedding
+        table = _embedded.read_half_table(copy / "model.safetensors", "model.embed_tokens.weight")
+        _embedded.halve_tied_embedding(model, table)
     return model, load_tokenizer(_EMBEDDED[key][2])  # the app-wide shared instance
 
 
