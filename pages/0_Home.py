@@ -2,11 +2,11 @@
 import streamlit as st
 
 from explorer.figures.bars import prob_bars
-from explorer.views.home import model_card_rows, quick_look
+from explorer.figures.tokens import chips_html
+from explorer.views.home import licences, model_card_rows, quick_look
 from explorer.ui.i18n import t
 from explorer.ui.model_store import current_model, label_of
 from explorer.ui.text_input import text_area_checked
-from explorer.ui.token_chips import chips_html
 
 lm = current_model()
 st.title(t("app.title"))
@@ -29,3 +29,8 @@ if checked.ok:
     left, right = st.columns([3, 2])
     left.plotly_chart(prob_bars(look.labels, look.probs, t("home.next_title")), width="stretch")
     right.dataframe(look.table, hide_index=True, width="stretch")
+
+with st.expander(t("home.licences")):
+    st.caption(t("home.licences_help"))
+    for model, licence, where in licences():
+        st.text(f"{model} — {licence} ({where})")

@@ -3,13 +3,13 @@ import streamlit as st
 
 from explorer.views import tokenizer as V
 from explorer.ui.i18n import current_lang, t
-from explorer.ui.model_store import current_model
+from explorer.ui.model_store import current_model, tokenizer_label
 from explorer.ui.state import persisted
 
 lm = current_model()
 st.title(t("tokenizer.title"))
 st.caption(t("tokenizer.intro"))
-st.caption(t("tokenizer.model_uses", tok=lm.tokenizer.name))
+st.caption(t("tokenizer.model_uses", tok=tokenizer_label(lm.tokenizer)))
 
 keys = V.choose_tokenizers()
 text = V.text_input(current_lang())

@@ -22,7 +22,8 @@ def texts(at):
 def test_home_shows_model_card_and_top10(app):
     labels = [m.label for m in app.metric]
     assert "Paramètres" in labels and "Couches" in labels
-    assert dict((m.label, m.value) for m in app.metric)["Couches"] == "30"  # SmolLM2-135M
+    assert dict((m.label, m.value) for m in app.metric)["Couches"] == "18"  # Gemma 3 270M, the French default
+    assert app.text_area[0].value == "Le chat dort sur le"
     charts = app.get("plotly_chart")
     assert charts, "the top-10 chart is missing"
     import json
@@ -30,7 +31,15 @@ def test_home_shows_model_card_and_top10(app):
     fig = json.loads(charts[0].proto.spec)
     assert len(fig["data"][0]["x"]) == 10
     assert abs(sum(fig["data"][0]["x"]) - 1) < 1  # probabilities
-    assert len(app.dataframe[0].value) == 10
+    table = app.dataframe[0].value
+    assert len(table) == 10
+    assert table.iloc[0, 1].startswith("“ lit”") and table.iloc[0, 2] == "22,93\u202f%"  # French percent
+
+
+def test_home_names_the_gemma_licence(app):
+    shown_text = " ".join(x.value for x in app.get("text"))
+    assert "Gemma 3 270M — Gemma Terms of Use" in shown_text and "GEMMA_TERMS.html" in shown_text
+    assert "SmolLM2-135M-Instruct — Apache-2.0" in shown_text
 
 
 def test_language_switch_to_english(app):
@@ -38,7 +47,7 @@ def test_language_switch_to_english(app):
     assert not app.exception
     assert "Parameters" in [m.label for m in app.metric]
     captions = " ".join(c.value for c in app.caption)
-    assert "SmolLM2-135M-Instruct — embedded (offline" in captions  # source label in English too
+    assert "Gemma 3 270M base, multilingual — embedded (offline" in captions  # source label in English too
 
 
 @pytest.mark.parametrize("text, expected", [

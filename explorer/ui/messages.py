@@ -54,6 +54,13 @@ def decimal(x: float, digits: int = 3, lang: str | None = None) -> str:
     return text.replace(".", ",") if (lang or current_lang()) == "fr" else text
 
 
+def percent(p: float, digits: int = 1, lang: str | None = None) -> str:
+    """A probability as a percentage: "6,53 %" (fr, narrow no-break space) / "6.53%" (en)."""
+    lang = lang or current_lang()
+    text = f"{100 * p:.{digits}f}"
+    return f"{text.replace('.', ',')}\u202f%" if lang == "fr" else f"{text}%"
+
+
 def _param(key: str, value: Any, lang: str) -> Any:
     if key in TRANSLATED_PARAMS and isinstance(value, str):
         return lookup(f"core.{key}.{value}", lang) or value

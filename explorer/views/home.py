@@ -8,8 +8,8 @@ import pandas as pd
 from gpt_core.backend import backend_of
 from gpt_core.trace import top_next_tokens
 
-from explorer.ui.i18n import t
-from explorer.ui.messages import decimal
+from explorer.ui.i18n import current_lang, t
+from explorer.ui.messages import decimal, number, percent
 from explorer.ui.text_input import fit_context
 from explorer.ui.token_chips import token_label
 
@@ -29,8 +29,8 @@ def model_card_rows(lm) -> list[tuple[str, str]]:
         (t("home.layers"), str(info.n_layers)),
         (t("home.heads"), heads),
         (t("home.d_model"), str(info.d_model)),
-        (t("home.vocab"), f"{info.vocab_size:,}".replace(",", " ")),
-        (t("home.context"), f"{info.context_length:,}".replace(",", " ")),
+        (t("home.vocab"), number(info.vocab_size, current_lang())),
+        (t("home.context"), number(info.context_length, current_lang())),
         (t("home.positions"), t(f"home.pos_{info.position_kind}")),
         (t("home.load_time"), f"{decimal(lm.load_seconds, 1)} s"),
         (t("home.memory"), human(lm.memory_bytes, "B")),
@@ -48,7 +48,7 @@ class QuickLook:
 
 
 def quick_look(lm, text: str, k: int = 10) -> QuickLook:
-    pieces = lm.tokenizer.tokenize(text)
+    pieces = lm.tokenizer.tokenize_for_model(text)  # Gemma's BOS first, shown as a special chip
     backend = backend_of(lm.model)
     ids, notice = fit_context([p.id for p in pieces], backend.context_length)
     top = top_next_tokens(backend.next_token_logits(ids), k)
@@ -56,7 +56,19 @@ def quick_look(lm, text: str, k: int = 10) -> QuickLook:
     table = pd.DataFrame({
         t("common.rank"): [r["rank"] for r in top],
         t("common.token"): labels,
-        t("common.prob"): [f"{r['prob']:.2%}" for r in top],
+        t("common.prob"): [percent(r["prob"], 2) for r in top],
         t("common.logit"): [round(r["logit"], 2) for r in top],
     })
     return QuickLook(text, pieces, labels, [r["prob"] for r in top], table, notice)
+
+
+def licences() -> list[tuple[str, str, str]]:
+    """(model, licence, where its text is) for each embedded model that is installed."""
+    from gpt_core import embedded
+
+    rows = []
+    for pack in embedded.PACKS.values():
+        if embedded.installed(pack):
+            where = embedded.licence_path(pack)
+            rows.append((pack.display, pack.licence, str(where) if where else pack.pip.split()[-1]))
+    return rows
