@@ -197,7 +197,13 @@ class Backend:
         raise NotImplementedError
 
     @torch.no_grad()
-    def run_with_cache(self, ids) -> tuple[torch.Tensor, Trace]:
+    def run_with_cache(self, ids, all_logits: bool = True) -> tuple[torch.Tensor, Trace]:
+        """One forward pass that keeps everything (:class:`Trace`).
+
+        ``all_logits=False`` projects only the last position through the head
+        (logits of shape (1, V)): pages that read attention or the residual stream
+        save the head's cost at every other position (large with a 262k vocabulary).
+        """
         raise NotImplementedError
 
     def stepper(self, max_len: int) -> "Stepper":
@@ -270,7 +276,7 @@ class GPTBackend(Backend):
         return self.base(_as_ids(self.base, ids), last_only=True)[0, -1]
 
     @torch.no_grad()
-    def run_with_cache(self, ids) -> tuple[torch.Tensor, Trace]:
+    def run_with_cache(self, ids, all_logits: bool = True) -> tuple[torch.Tensor, Trace]:
         model, ids = self.base, _as_ids(self.base, ids)
         store: dict[str, torch.Tensor] = {}
         handles = []
@@ -289,7 +295,7 @@ class GPTBackend(Backend):
                 handles.append(block.hook_resid_pre.register_forward_hook(keep(f"resid{i}")))
                 handles.append(block.att.hook_pattern.register_forward_hook(keep(f"attn{i}")))
                 handles.append(block.register_forward_hook(keep(f"resid{i + 1}")))
-            logits = model(ids)[0]
+            logits = model(ids, last_only=not all_logits)[0]  # (T, V), or (1, V)
         finally:
             for h in handles:
                 h.remove()
@@ -436,7 +442,7 @@ class HFBackend(Backend):
         return self.model(_as_ids(self.base, ids), use_cache=False, **_last_only(self.model)).logits[0, -1]
 
     @torch.no_grad()
-    def run_with_cache(self, ids) -> tuple[torch.Tensor, Trace]:
+    def run_with_cache(self, ids, all_logits: bool = True) -> tuple[torch.Tensor, Trace]:
         model, ids = self.base, _as_ids(self.base, ids)
         info, last = self.info(), {}
 
@@ -445,22 +451,24 @@ class HFBackend(Backend):
 
         handle = self.blocks()[-1].register_forward_hook(this_thread_only(keep_last))
         try:
-            out = model(ids, output_attentions=True, output_hidden_states=True, use_cache=False)
+            out = model(ids, output_attentions=True, output_hidden_states=True, use_cache=False,
+                        **({} if all_logits else _last_only(model)))
         finally:
             handle.remove()
         if not out.attentions or out.attentions[0] is None:
             raise InvalidInput("backend.no_attentions", "The model returned no attention weights: "
                                "load it with attn_implementation='eager'.")
         hidden = [h[0] for h in out.hidden_states]
+        logits = out.logits[0] if all_logits else out.logits[0, -1:]
         wpe = self.position_matrix()
         trace = Trace(
             ids=ids[0].tolist(), tok_emb=model.get_input_embeddings()(ids)[0].detach(),
             pos_emb=wpe[:ids.size(1)].detach() if wpe is not None else None, position_kind=info.position_kind,
             attentions=[a[0] for a in out.attentions],
             resid=hidden[:-1] + [last["resid"]],
-            final_norm=hidden[-1], logits=out.logits[0], info=info,
+            final_norm=hidden[-1], logits=logits, info=info,
         )
-        return out.logits[0], trace
+        return logits, trace
 
     def stepper(self, max_len: int) -> Stepper:
         return _HFStepper(self.model, max_len)

@@ -122,7 +122,8 @@ class HalfEmbedding(nn.Module):
 
     Gemma 3 270M spends 168 M of its 268 M parameters on this table. Kept in
     float16 it takes 335 MB instead of 671 MB, and the next-token distribution
-    moves by at most 2.4e-4 (measured against the GGUF file, tests/test_gemma.py).
+    (with the float16 head below) moves by at most 7.6e-4 against the GGUF file
+    (tests/test_gemma.py, five prompts).
     ``scale`` is the factor the model multiplies embeddings by (sqrt(d) for Gemma).
     """
 
@@ -139,14 +140,14 @@ class HalfEmbedding(nn.Module):
 
 
 class HalfTiedHead(nn.Module):
-    """The output head tied to a :class:`HalfEmbedding`: float32 logits, computed chunk by chunk.
+    """The output head tied to a :class:`HalfEmbedding`: float32 logits from the float16 table.
 
-    Each chunk of the vocabulary is cast to float32 only while it is used, so no
-    float32 copy of the whole table ever exists. The table is not registered
-    here (it belongs to the embedding), so state dicts hold it once.
+    The product runs in float16 straight on the table (no float32 copy of it ever
+    exists); on a CPU this reads half the bytes of a float32 head, which is what a
+    one-row product costs (0.05 s instead of 0.09 s for Gemma's 262k rows). If
+    training made the table float32, the head follows it. The table is not
+    registered here (it belongs to the embedding), so state dicts hold it once.
     """
-
-    CHUNK = 32768
 
     def __init__(self, embedding: HalfEmbedding):
         super().__init__()
@@ -163,10 +164,8 @@ class HalfTiedHead(nn.Module):
             raise ValueError("HalfTiedHead shares its table with the embedding; it cannot take another one.")
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        hidden = hidden.float()
         table = self._embedding.weight
-        parts = [hidden @ table[i:i + self.CHUNK].float().T for i in range(0, table.shape[0], self.CHUNK)]
-        return torch.cat(parts, dim=-1)
+        return F.linear(hidden.to(table.dtype), table).float()
 
 
 def halve_tied_embedding(model: nn.Module, table: torch.Tensor | None = None) -> bool:

@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 import torch.nn as nn
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM)
 
 from gpt_core.backend import GPT_LORA_TARGETS, backend_of, own_gpt, unwrap
 from gpt_core.config import GPTConfig
@@ -37,11 +38,21 @@ def hf_llama():
                                         attn_implementation="eager")).eval()
 
 
+def hf_gemma3(softcap=None):
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=16, sliding_window=4, max_position_embeddings=128,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        final_logit_softcapping=softcap, attn_implementation="eager")).eval()
+
+
 # family: (factory, kind, context, layers, d_model, position table?)
 FAMILIES = {
     "gpt_core": (ours, "gpt_core", 96, 2, 64, True),
     "hf-gpt2": (hf_gpt2, "hf", 80, 2, 48, True),
     "hf-llama": (hf_llama, "hf", 128, 3, 64, False),
+    "hf-gemma3": (hf_gemma3, "hf", 128, 3, 64, False),
 }
 
 
@@ -191,3 +202,25 @@ def test_a_trace_ignores_other_threads_using_the_same_model(name):
         assert [r.shape for r in trace.resid] == [r.shape for r in reference.resid]
         torch.testing.assert_close(trace.resid[-1], reference.resid[-1])
         torch.testing.assert_close(trace.attentions[0], reference.attentions[0])
+
+
+def test_run_with_cache_can_skip_the_head_at_earlier_positions(case):
+    model, _facts = case
+    b = backend_of(model)
+    full, trace_full = b.run_with_cache(IDS)
+    last, trace_last = b.run_with_cache(IDS, all_logits=False)
+    assert last.shape == (1, b.vocab_size) and trace_last.logits.shape == (1, b.vocab_size)
+    torch.testing.assert_close(last[0], full[-1], atol=1e-4, rtol=0)
+    for a, c in zip(trace_full.attentions, trace_last.attentions):
+        torch.testing.assert_close(a, c, atol=0, rtol=0)
+
+
+def test_gemma_windows_and_softcap():
+    model = hf_gemma3(softcap=30.0)
+    info = backend_of(model).info()
+    assert info.attention_windows == [4, 4, None] and info.final_logit_softcap == 30.0
+    logits, trace = backend_of(model).run_with_cache(IDS)
+    torch.testing.assert_close(backend_of(model).unembed(trace.resid[-1]), logits, atol=1e-5, rtol=0)
+    assert float(logits.abs().max()) <= 30.0
+    att = trace.attentions[0]  # a sliding layer: nothing beyond 4 positions back
+    assert float(att[:, 8, :5].abs().max()) == 0.0 and float(trace.attentions[2][:, 8, :5].sum()) > 0
