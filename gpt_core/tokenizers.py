@@ -788,7 +788,7 @@ def _load_embedded_tokenizer(pack, label: str) -> HFTokenizer:
     source = {"gguf": pack.gguf, "format": 2}
     try:
         if json.loads((target / _MANIFEST).read_text(encoding="utf-8")) == source:
-            return _embedded_wrap(AutoTokenizer.from_pretrained(str(target)), pack, label)
+            return _embedded_wrap(_read_fast(target), pack, label)
     except Exception:  # no cache yet, or a broken one: convert again
         pass
     gguf = _embedded.gguf_path(pack)
@@ -798,6 +798,18 @@ def _load_embedded_tokenizer(pack, label: str) -> HFTokenizer:
     except OSError:  # read-only or full disk: keep the in-memory tokenizer
         pass
     return _embedded_wrap(tok, pack, label)
+
+
+def _read_fast(folder: Path) -> Any:
+    """A converted tokenizer read straight from its tokenizer.json (Gemma's 262k: ~1 s instead of ~3 s)."""
+    from transformers import PreTrainedTokenizerFast
+
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    roles = {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
+    extra = config.get("additional_special_tokens") or config.get("extra_special_tokens")
+    if isinstance(extra, list) and all(isinstance(x, str) for x in extra):
+        roles["additional_special_tokens"] = extra
+    return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **roles)
 
 
 def _embedded_wrap(tok: Any, pack, label: str) -> HFTokenizer:
