@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,6 +33,7 @@ __all__ = [
     "input_embeddings",
     "PositionInfo",
     "position_info",
+    "UnitEmbeddings",
     "unit_embeddings",
     "parse_words",
     "word_ids",
@@ -43,6 +44,10 @@ __all__ = [
     "ProjectedPoint",
     "Projection",
     "project_words",
+    "whole_word_mask",
+    "single_token",
+    "Analogy",
+    "word_analogy",
 ]
 
 MAX_INPUT_TOKENS = 64
@@ -85,8 +90,8 @@ def input_embeddings(model: torch.nn.Module, tokenizer: Any, text: str, max_toke
         raise InvalidInput("embeddings.no_text", "Type some text to see its embeddings.")
     if not isinstance(max_tokens, int) or max_tokens < 1:
         raise InvalidInput("embeddings.bad_max_tokens", "The number of tokens shown must be a positive whole number.")
-    all_ids = tokenizer.encode(text)
-    if not all_ids:
+    all_ids = tokenizer.encode_for_model(text)  # what the model reads (Gemma: its BOS first)
+    if len(all_ids) <= len(getattr(tokenizer, "model_prefix", ())):
         raise InvalidInput("embeddings.no_tokens", "This text gives no token with this tokenizer: try another text.")
     info = describe(model)
     ids = all_ids[: min(max_tokens, info.context_length)]
@@ -127,16 +132,28 @@ class PositionInfo:
     head_dim: int | None = None
     inv_freq: np.ndarray | None = None  # (head_dim/2,) theta_i = base^(-2i/head_dim)
     rope_cos: np.ndarray | None = None  # (P, head_dim/2) cos(p * theta_i): how far each pair has turned
+    # layer type -> (RoPE base, number of layers) when layers differ (Gemma 3: sliding vs full attention)
+    rope_bases: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
-def _rope_params(model: torch.nn.Module) -> tuple[float, int]:
+def _rope_params(model: torch.nn.Module) -> tuple[float, int, dict[str, tuple[float, int]]]:
+    """(base of the charts, head_dim, {layer type: (base, number of layers)} when layer types differ).
+
+    Gemma 3 keeps one RoPE base per layer type (10 000 in its sliding-window layers,
+    1 000 000 in its global ones): the charts use the most common type's base.
+    """
     cfg = model.config
     cfg = getattr(cfg, "get_text_config", lambda: cfg)()
     params = getattr(cfg, "rope_parameters", None) or {}
-    base = params.get("rope_theta") if isinstance(params, dict) else None
-    base = base or getattr(cfg, "rope_theta", None) or 10000.0
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return float(base), int(head_dim)
+    fallback = float(getattr(cfg, "rope_theta", None) or 10000.0)
+    if isinstance(params, dict) and params and all(isinstance(v, dict) for v in params.values()):
+        types = list(getattr(cfg, "layer_types", None) or params)
+        per_type = {name: (float(p.get("rope_theta") or fallback), types.count(name)) for name, p in params.items()}
+        main = max(per_type, key=lambda name: per_type[name][1])
+        return per_type[main][0], int(head_dim), per_type
+    base = params.get("rope_theta") if isinstance(params, dict) else None
+    return float(base or fallback), int(head_dim), {}
 
 
 def position_info(model: torch.nn.Module, n_positions: int = 128) -> PositionInfo:
@@ -154,23 +171,70 @@ def position_info(model: torch.nn.Module, n_positions: int = 128) -> PositionInf
     if table is not None:
         rows = _np(table[:n])
         return PositionInfo("learned", n, info.context_length, rows, _cosine_matrix(rows))
-    base, head_dim = _rope_params(model)
+    base, head_dim, per_type = _rope_params(model)
     inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     dist = np.arange(n)[:, None] - np.arange(n)[None, :]
     cosine = np.cos(dist[..., None] * inv_freq).mean(axis=-1)
     turns = np.cos(np.arange(n)[:, None] * inv_freq[None, :])
     return PositionInfo("rotary", n, info.context_length, None, cosine.astype(np.float32), base, head_dim,
-                        inv_freq.astype(np.float32), turns.astype(np.float32))
+                        inv_freq.astype(np.float32), turns.astype(np.float32), per_type)
 
 
 # --------------------------------------------------------------------------- words and neighbours
 
 
-def unit_embeddings(model: torch.nn.Module) -> torch.Tensor:
-    """The embedding table with rows scaled to length 1 (float32, CPU): cosine = dot product."""
-    with torch.inference_mode():
-        e = embedding_matrix(model).detach().float().cpu()
-        return e / e.norm(dim=1, keepdim=True).clamp_min(1e-12)
+class UnitEmbeddings:
+    """The embedding table seen with rows of length 1 (cosine = dot product), without copying it.
+
+    It keeps a reference to the model's own table (float16 for Gemma: 335 MB; a
+    float32 copy of 262k × 640 rows would add 671 MB) and one inverse norm per row.
+    ``unit[ids]`` gives float32 unit rows; ``unit @ q`` the (V,) dot products of every
+    unit row with ``q``: one matrix-vector product over the whole table. For a
+    float16 table that product runs in float16 (fast, within :attr:`SLACK` of the
+    exact cosine); :meth:`exact` rescores a few rows in float32, which the searches
+    below do for their answers, so every cosine they return is exact.
+    """
+
+    CHUNK = 32768
+    SLACK = 2e-3  # bound on |float16 cosine − exact cosine| (measured ≤ 3e-4 on Gemma's table)
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight.detach()
+        self.approximate = self.weight.dtype != torch.float32
+        with torch.no_grad():
+            norms = torch.cat([torch.linalg.vector_norm(self.weight[i:i + self.CHUNK], dim=1, dtype=torch.float32)
+                               for i in range(0, self.weight.shape[0], self.CHUNK)])
+        self.inv_norm = 1.0 / norms.clamp_min(1e-12)  # (V,) float32, on the table's device
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.weight.shape
+
+    def __len__(self) -> int:
+        return int(self.weight.shape[0])
+
+    def __getitem__(self, index) -> torch.Tensor:
+        """Unit rows (float32, CPU): ``unit[3]`` is (d,), ``unit[[3, 5]]`` is (2, d)."""
+        if isinstance(index, (list, tuple)):
+            index = torch.as_tensor(list(index), dtype=torch.long)
+        with torch.no_grad():
+            return (self.weight[index].float() * self.inv_norm[index].unsqueeze(-1)).cpu()
+
+    def __matmul__(self, q: torch.Tensor) -> torch.Tensor:
+        """(V,) dot products of every unit row with ``q`` (d,), float32 on the CPU (see :attr:`SLACK`)."""
+        with torch.no_grad():
+            q = q.detach().to(self.weight.device)
+            raw = self.weight @ q.to(self.weight.dtype)
+            return (raw.float() * self.inv_norm).cpu()
+
+    def exact(self, ids: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Dot products of the unit rows ``ids`` with ``q``, computed in float32."""
+        return self[ids] @ q.detach().float().cpu()
+
+
+def unit_embeddings(model: torch.nn.Module) -> UnitEmbeddings:
+    """The model's embedding table with rows of length 1 (cosine = dot product); see :class:`UnitEmbeddings`."""
+    return UnitEmbeddings(embedding_matrix(model))
 
 
 def parse_words(raw: Any, max_words: int = MAX_WORDS) -> list[str]:
@@ -195,22 +259,24 @@ def parse_words(raw: Any, max_words: int = MAX_WORDS) -> list[str]:
     return words
 
 
-def _marks_spaces(tokenizer: Any) -> bool:
-    # byte-level BPE keeps the space inside the next token ('Ġking'); SentencePiece adds '▁' itself
-    return getattr(tokenizer, "kind", "") in ("byte-bpe", "bpe")
-
-
 def word_ids(tokenizer: Any, word: str, leading_space: bool = True) -> list[int]:
-    """The ids of ``word`` as it appears inside a sentence (with its leading space)."""
-    text = " " + word if leading_space and _marks_spaces(tokenizer) else word
-    ids = tokenizer.encode(text, allow_special=False)
+    """The ids of ``word`` as it appears inside a sentence (with its leading space).
+
+    Byte-level BPE keeps the space inside the next token (GPT-2's 'Ġking'), and so
+    does Gemma's SentencePiece without a dummy prefix ('▁roi', while 'roi' alone is
+    another token). A tokenizer that turns the space into a token of its own gets
+    that lone space dropped.
+    """
+    ids = tokenizer.encode(" " + word if leading_space else word, allow_special=False)
+    if leading_space and len(ids) > 1 and not tokenizer.decode(ids[:1]).strip():
+        ids = ids[1:]
     if not ids:
         raise InvalidInput("embeddings.word_no_tokens", "'{word}' gives no token with this tokenizer.",
                            word=word[:MAX_WORD_CHARS])
     return ids
 
 
-def _pool(unit_or_emb: torch.Tensor, ids: Sequence[int], pooling: str) -> torch.Tensor:
+def _pool(unit_or_emb: UnitEmbeddings | torch.Tensor, ids: Sequence[int], pooling: str) -> torch.Tensor:
     if pooling not in POOLINGS:
         raise InvalidInput("embeddings.unknown_pooling", "Unknown pooling '{name}': choose 'mean' or 'first'.",
                            name=str(pooling)[:40])
@@ -233,7 +299,7 @@ def _check_k(k: Any) -> int:
     return k
 
 
-def nearest_neighbours(unit: torch.Tensor, tokenizer: Any, vector: torch.Tensor, k: int,
+def nearest_neighbours(unit: UnitEmbeddings, tokenizer: Any, vector: torch.Tensor, k: int,
                        exclude: Sequence[int] = ()) -> list[Neighbour]:
     """The ``k`` tokens whose embedding has the highest cosine with ``vector``, best first.
 
@@ -243,25 +309,36 @@ def nearest_neighbours(unit: torch.Tensor, tokenizer: Any, vector: torch.Tensor,
     return _nearest(unit, tokenizer, vector, _check_k(k), exclude)
 
 
-def _nearest(unit: torch.Tensor, tokenizer: Any, vector: torch.Tensor, k: int, exclude: Any = ()) -> list[Neighbour]:
+def _nearest(unit: UnitEmbeddings, tokenizer: Any, vector: torch.Tensor, k: int, exclude: Any = (),
+             allowed: torch.Tensor | None = None) -> list[Neighbour]:
+    """Top ``k`` rows by cosine; ``allowed`` (bool, one per row) keeps only some tokens as answers."""
     if k <= 0:
         return []
     q = vector.float().cpu()
     q = q / q.norm().clamp_min(1e-12)
-    scores = unit @ q
+    scores = unit @ q  # (V,): one matrix-vector product
     n_real = min(int(getattr(tokenizer, "vocab_size", scores.numel())), scores.numel())
     if n_real < scores.numel():
         scores[n_real:] = -math.inf
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed[: scores.numel()], -math.inf)
     skip = [i for i in set(exclude) if 0 <= i < scores.numel()]
     if skip:
         scores[skip] = -math.inf
-    k = min(k, n_real - len(skip))
+    n_ok = int(torch.isfinite(scores).sum())
+    k = min(k, n_ok)
     if k <= 0:
         return []
-    top = torch.topk(scores, k)  # sorted, highest first
+    if getattr(unit, "approximate", False):  # float16 scores: rescore a margin of candidates exactly
+        cand = torch.topk(scores, min(n_ok, k + 64)).indices
+        exact = unit.exact(cand, q)
+        order = torch.argsort(exact, descending=True, stable=True)[:k]
+        values, indices = exact[order], cand[order]
+    else:
+        values, indices = torch.topk(scores, k)  # sorted, highest first
     return [
         Neighbour(r + 1, int(i), tokenizer.decode([int(i)]), float(s))
-        for r, (s, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()))
+        for r, (s, i) in enumerate(zip(values.tolist(), indices.tolist()))
     ]
 
 
@@ -273,9 +350,12 @@ class NeighbourTable:
     neighbours: list[Neighbour]
 
 
-def neighbours_of_word(unit: torch.Tensor, tokenizer: Any, word: str, k: int = 10, pooling: str = "mean",
-                       leading_space: bool = True) -> NeighbourTable:
-    """Nearest tokens of a word (its tokens themselves excluded), sorted by cosine."""
+def neighbours_of_word(unit: UnitEmbeddings, tokenizer: Any, word: str, k: int = 10, pooling: str = "mean",
+                       leading_space: bool = True, allowed: torch.Tensor | None = None) -> NeighbourTable:
+    """Nearest tokens of a word (its tokens themselves excluded), sorted by cosine.
+
+    ``allowed`` (a bool mask such as :func:`whole_word_mask`) keeps only those tokens as neighbours.
+    """
     if not isinstance(word, str) or not word.strip():
         raise InvalidInput("embeddings.no_word", "Type a word or a token.")
     word = word.strip() if leading_space else word
@@ -285,10 +365,11 @@ def neighbours_of_word(unit: torch.Tensor, tokenizer: Any, word: str, k: int = 1
     ids = word_ids(tokenizer, word, leading_space)
     vec = _pool(unit, ids, pooling)
     return NeighbourTable(word, ids, [tokenizer.decode([i]) for i in ids],
-                          nearest_neighbours(unit, tokenizer, vec, k, exclude=ids))
+                          _nearest(unit, tokenizer, vec, _check_k(k), exclude=ids, allowed=allowed))
 
 
-def neighbours_of_id(unit: torch.Tensor, tokenizer: Any, token_id: Any, k: int = 10) -> NeighbourTable:
+def neighbours_of_id(unit: UnitEmbeddings, tokenizer: Any, token_id: Any, k: int = 10,
+                     allowed: torch.Tensor | None = None) -> NeighbourTable:
     """Nearest tokens of one token id (itself excluded), sorted by cosine."""
     token_id = tokenizer._check_id(token_id)
     if token_id >= unit.shape[0]:
@@ -296,7 +377,7 @@ def neighbours_of_id(unit: torch.Tensor, tokenizer: Any, token_id: Any, k: int =
                            "({rows} embedding rows).", token_id=token_id, rows=int(unit.shape[0]))
     text = tokenizer.decode([token_id])
     return NeighbourTable(text, [token_id], [text],
-                          nearest_neighbours(unit, tokenizer, unit[token_id], k, exclude=[token_id]))
+                          _nearest(unit, tokenizer, unit[token_id], _check_k(k), exclude=[token_id], allowed=allowed))
 
 
 # --------------------------------------------------------------------------- PCA
@@ -345,9 +426,11 @@ def _pca(x: np.ndarray, dims: int) -> tuple[np.ndarray, list[float]]:
 
 
 def project_words(model: torch.nn.Module, tokenizer: Any, words: Sequence[str] | str, k: int = 5,
-                  dims: int = 2, pooling: str = "mean", unit: torch.Tensor | None = None,
-                  leading_space: bool = True) -> Projection:
+                  dims: int = 2, pooling: str = "mean", unit: UnitEmbeddings | None = None,
+                  leading_space: bool = True, allowed: torch.Tensor | None = None) -> Projection:
     """PCA (2D or 3D) of chosen words and their ``k`` nearest neighbours by cosine.
+
+    ``allowed`` (a bool mask such as :func:`whole_word_mask`) keeps only those tokens as neighbours.
 
     One point per chosen word (a multi-token word is pooled: the mean of its tokens'
     unit-length rows, or its first token), then each word's neighbours; a token already plotted is not
@@ -371,7 +454,7 @@ def project_words(model: torch.nn.Module, tokenizer: Any, words: Sequence[str] |
             plotted.add(ids[0])
     neighbour_points = []
     for w, ids, vec in word_points:
-        for n in _nearest(unit, tokenizer, vec, k, exclude=plotted | set(ids)):
+        for n in _nearest(unit, tokenizer, vec, k, exclude=plotted | set(ids), allowed=allowed):
             plotted.add(n.id)
             neighbour_points.append((w, n))
     n_points = len(word_points) + len(neighbour_points)
@@ -393,3 +476,125 @@ def project_words(model: torch.nn.Module, tokenizer: Any, words: Sequence[str] |
         for j, (w, n) in enumerate(neighbour_points)
     ]
     return Projection(dims, pooling, points, explained)
+
+
+# --------------------------------------------------------------------------- word arithmetic
+
+WORD_MARKS = ("\u2581", "\u0120", " ")  # SentencePiece '▁', byte-level BPE 'Ġ', a plain space
+MAX_ANSWERS = 50
+
+
+def _raw_pieces(tokenizer: Any, n: int) -> list[str]:
+    """The raw vocabulary pieces of ids 0..n-1 ('▁roi', 'Ġking'), in one call when the backend allows it."""
+    hf = getattr(tokenizer, "hf_tokenizer", None)
+    convert = getattr(hf, "convert_ids_to_tokens", None)
+    if convert is not None:
+        return [str(p or "") for p in convert(list(range(n)))]
+    return [tokenizer.id_to_raw(i) for i in range(n)]
+
+
+def whole_word_mask(tokenizer: Any, n_rows: int | None = None) -> torch.Tensor:
+    """(n_rows,) bool: True for tokens that are a whole word as it appears after a space.
+
+    A whole-word token starts with a word-boundary mark ('▁', 'Ġ' or a space) and the
+    rest is alphabetic, at least 2 letters ('▁reine', 'Ġqueen'; not 'ards', '▁,' or
+    '▁x'). For WordPiece, a piece without the '##' continuation mark counts as a
+    word start. Rows past the tokenizer's vocabulary are False.
+    """
+    n_vocab = int(tokenizer.vocab_size)
+    n_rows = n_vocab if n_rows is None else int(n_rows)
+    specials = set(getattr(tokenizer, "special_tokens", {}).values())
+    wordpiece = getattr(tokenizer, "kind", "") == "wordpiece"
+    keep = []
+    for i, raw in enumerate(_raw_pieces(tokenizer, min(n_vocab, n_rows))):
+        if raw[:1] in WORD_MARKS:
+            rest = raw[1:]
+        elif wordpiece and not raw.startswith("##"):
+            rest = raw
+        else:
+            rest = ""
+        keep.append(len(rest) >= 2 and rest.isalpha() and i not in specials)
+    mask = torch.zeros(n_rows, dtype=torch.bool)
+    mask[: len(keep)] = torch.tensor(keep, dtype=torch.bool)
+    return mask
+
+
+def single_token(tokenizer: Any, word: Any) -> int:
+    """The one token of ``word`` as written inside a sentence; a word of several tokens is refused, its pieces said."""
+    if not isinstance(word, str) or not word.strip():
+        raise InvalidInput("embeddings.no_word", "Type a word or a token.")
+    word = word.strip()
+    if len(word) > MAX_WORD_CHARS:
+        raise InvalidInput("embeddings.word_too_long", "'{word}…' is too long: a word has at most {limit} "
+                           "characters.", word=word[:20], limit=MAX_WORD_CHARS)
+    ids = word_ids(tokenizer, word)
+    if len(ids) != 1:
+        pieces = " + ".join("\u201c" + tokenizer.decode([i]).replace(" ", "\u2423") + "\u201d" for i in ids)
+        raise InvalidInput("embeddings.not_one_token", "'{word}' is not one token of this model: it splits into "
+                           "{n} pieces, {pieces}. Choose a word that is a single token.",
+                           word=word, n=len(ids), pieces=pieces)
+    return ids[0]
+
+
+@dataclass
+class Analogy:
+    """``a − b + c``: the words, their token ids and the nearest whole words (the three inputs excluded)."""
+
+    words: tuple[str, str, str]
+    ids: tuple[int, int, int]
+    answers: list[Neighbour]
+    n_candidates: int  # tokens the answers were chosen from (whole words only, or the whole vocabulary)
+    expected: str | None = None  # the answer a textbook expects ("reine"), when one is given
+    expected_id: int | None = None  # its token (None: it is not one token, so it cannot be an answer)
+    expected_rank: int | None = None  # 1 = the top answer; None when it cannot be ranked
+    expected_cosine: float | None = None
+
+
+def word_analogy(unit: UnitEmbeddings, tokenizer: Any, a: str, b: str, c: str, k: int = 10,
+                 candidates: torch.Tensor | None = None, expected: str | None = None) -> Analogy:
+    """The ``k`` tokens nearest (cosine) to ``unit[a] − unit[b] + unit[c]`` ("roi − homme + femme").
+
+    ``unit`` comes from :func:`unit_embeddings` (rows of length 1, so each word weighs
+    the same); ``candidates`` is a (vocab,) bool mask of the tokens allowed as answers,
+    usually :func:`whole_word_mask`. One matrix-vector product over the vocabulary.
+    With ``expected`` ("reine"), its rank among the allowed answers is measured too.
+    """
+    k = _check_k(k)
+    ids = tuple(single_token(tokenizer, w) for w in (a, b, c))
+    for i in ids:
+        if i >= unit.shape[0]:
+            raise InvalidInput("embeddings.id_beyond_vocab", "Token {token_id} is beyond the model's vocabulary "
+                               "({rows} embedding rows).", token_id=i, rows=int(unit.shape[0]))
+    vector = unit[ids[0]] - unit[ids[1]] + unit[ids[2]]
+    answers = _nearest(unit, tokenizer, vector, k, exclude=ids, allowed=candidates)
+    n = int(candidates[: unit.shape[0]].sum()) if candidates is not None else int(unit.shape[0])
+    result = Analogy((a.strip(), b.strip(), c.strip()), ids, answers, n)
+    if expected and expected.strip():
+        result.expected = expected.strip()
+        _rank_expected(result, unit, tokenizer, vector, candidates)
+    return result
+
+
+def _rank_expected(result: Analogy, unit: UnitEmbeddings, tokenizer: Any, vector: torch.Tensor,
+                   candidates: torch.Tensor | None) -> None:
+    """Fill ``expected_id``, ``expected_rank`` and ``expected_cosine`` (ranked among the allowed answers)."""
+    ids = word_ids(tokenizer, result.expected)
+    if len(ids) != 1 or ids[0] >= unit.shape[0] or ids[0] in result.ids:
+        return
+    target = ids[0]
+    q = vector.float() / vector.float().norm().clamp_min(1e-12)
+    scores = unit @ q
+    allowed = torch.ones_like(scores, dtype=torch.bool) if candidates is None else candidates[: scores.numel()].clone()
+    allowed[min(int(getattr(tokenizer, "vocab_size", scores.numel())), scores.numel()):] = False
+    allowed[list(result.ids)] = False
+    exact = getattr(unit, "exact", None)
+    mine = float(exact(torch.tensor([target]), q)[0]) if exact else float(scores[target])
+    result.expected_id, result.expected_cosine = target, mine
+    if not allowed[target]:
+        return
+    slack = unit.SLACK if getattr(unit, "approximate", False) else 0.0
+    above = allowed & (scores > mine + slack)  # surely above, even with float16 scores
+    close = (allowed & ~above & (scores >= mine - slack)).nonzero().flatten()
+    close = close[close != target]
+    n_close = int((exact(close, q) > mine).sum()) if slack and close.numel() else int((scores[close] > mine).sum())
+    result.expected_rank = int(above.sum()) + n_close + 1

@@ -59,12 +59,15 @@ def test_smollm2_explains_rope_instead_of_an_empty_table(smol):
 def test_smollm2_pca_and_neighbours(smol):
     pca = titled(smol, "ACP")[0]
     words = next(tr for tr in pca["data"] if tr.get("name") == "mots choisis")
-    assert words["text"] == ["king", "queen", "man", "woman", "roi", "reine", "Paris", "France", "Berlin", "Germany"]
+    assert words["text"] == ["roi", "reine", "homme", "femme", "Paris", "France", "Berlin", "Allemagne", "chat", "chien"]
     assert len(arr(words["x"])) == 10
+    smol.text_input(key="_w.emb.nn_query.text").input("Paris").run()
     table = smol.dataframe[0].value
-    cos = table["Cosinus"].tolist()
+    cos = [float(c.replace(",", ".")) for c in table["Cosinus"]]  # written with a decimal comma
     assert cos == sorted(cos, reverse=True) and len(cos) == 10
-    assert table["Jeton"].tolist()[0] == "Paris"  # " Paris" itself excluded; "Paris" without space is closest
+    assert table["Jeton"].tolist()[:3] == ["␣London", "␣France", "␣Berlin"]  # whole words only, by default
+    smol.toggle(key="_w.emb.nn_whole").set_value(False).run()
+    assert smol.dataframe[0].value["Jeton"].tolist()[0] == "Paris"  # every token: "Paris" without its space
     smol.radio(key="_w.emb.dims").set_value(3).run()
     assert not smol.exception, smol.exception
     pca = titled(smol, "ACP")[0]

@@ -194,7 +194,7 @@ def test_finetune_renders_with_the_default_model_and_suggests_lora():
     at = app(FINETUNE, model=None)
     assert at.radio(key="_w.finetune.large.instruct.method").value == "lora"
     m = metrics(at)
-    assert m["Poids entraînés"] == "461 k"  # LoRA rank 8 on q_proj and v_proj of 30 blocks
+    assert m["Poids entraînés"] == "369 k"  # Gemma 3 (French default): LoRA rank 8 on q_proj, v_proj of 18 blocks
     assert "gros pour un processeur" in texts(at, ("info",))
     assert not at.button(key="finetune.start").disabled
 

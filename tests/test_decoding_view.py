@@ -59,7 +59,7 @@ def test_temperature_zero_is_greedy_and_says_so():
     (dict(temperature=float("nan")), "Température refusée (NaN)"),
     (dict(temperature=float("inf")), "Température refusée (inf)"),
     (dict(top_p=0.0), "Top-p refusé (0)"),
-    (dict(top_p=1.5), "Top-p refusé (1.5)"),
+    (dict(top_p=1.5), "Top-p refusé (1,5)"),
     (dict(top_k=0), "Top-k refusé (0)"),
     (dict(top_k=101), "entre 1 et 100 jetons"),
     (dict(min_p=2.0), "Min-p refusé (2)"),
@@ -102,7 +102,7 @@ def test_check_length(n, ctx, expected_n, level, fragment):
 
 @pytest.mark.parametrize("k, vocab, fragment", [
     (3, 100, None), (16, 100, None), (0, 100, "au moins 1"), (17, 100, "au plus 16"),
-    (12, 10, "plus que le vocabulaire (10"), (2.5, 100, "refusé (2.5)"),
+    (12, 10, "plus que le vocabulaire (10"), (2.5, 100, "refusé (2,5)"),
 ])
 def test_check_beams(k, vocab, fragment):
     messages = ds.check_beams(k, vocab)
@@ -196,7 +196,7 @@ def test_beams_at_and_hypotheses_table(small_beam):
     assert after0.iloc[:, 0].tolist() == ["<10>", "<20>"] and after0.iloc[:, 3].tolist() == ["en cours"] * 2
     after1 = dv.beams_at(nodes, 1)
     assert after1.iloc[:, 0].tolist() == ["<20><40>", "<10><41>"]
-    assert after1.iloc[:, 1].tolist() == [-0.9, -1.2]
+    assert after1.iloc[:, 1].tolist() == ["-0,900", "-1,200"]  # the French UI writes a decimal comma
     table = dv.hypotheses_table(small_beam, FakeTok())
     assert table.iloc[:, 0].tolist() == ["<20><40>", "<10><41>"] and table.iloc[:, 1].tolist() == [2, 2]
 
@@ -236,8 +236,12 @@ def test_presets_follow_the_model(gpt2_tok):
     smol = load_tokenizer("smollm2")
     assert dv.preset("greedy_loop", gpt2_tok)["prompt"] == "Artificial intelligence"
     assert dv.preset("beam_loop", gpt2_tok)["prompt"] == "What is the capital of Australia?"
-    assert dv.preset("greedy_loop", smol)["prompt"] == "The cat sat on the mat. The dog"
-    assert "capital of Australia" in dv.preset("beam_loop", smol)["prompt"]
+    assert dv.preset("greedy_loop", smol, "en")["prompt"] == "The cat sat on the mat. The dog"
+    assert "capital of Australia" in dv.preset("beam_loop", smol, "en")["prompt"]
+    # other models get the failure cases in the page's language; GPT-2 keeps its English classics
+    assert dv.preset("greedy_loop", smol, "fr")["prompt"] == "Le chat est assis sur le tapis. Le chien"
+    assert dv.preset("beam_loop", smol, "fr")["prompt"] == "Quelle est la capitale de l'Australie ?"
+    assert dv.preset("greedy_loop", gpt2_tok, "fr")["prompt"] == "Artificial intelligence"
     assert dv.preset("greedy_fix", smol)["repetition_penalty"] > 1 and dv.preset("greedy_loop", smol)[
         "repetition_penalty"] == 1.0
     assert dv.preset("beam_fix", smol)["no_repeat_ngram"] == 4 and dv.preset("beam_loop", smol)["beams"] == 5
@@ -304,9 +308,10 @@ def test_stages_describe_each_processor(gpt2_tok):
     labels, stages = nv.stages(gpt2_tok, d, 3)
     assert labels == ["“!” · 0", "“\"” · 1", "“#” · 2"]
     assert [s["kept"] for s in stages] == [[True] * 3, [True] * 3, [True, True, False]]
-    assert "top-k (k=2)" in stages[2]["title"] and "température (T=0.5)" in stages[1]["title"]
+    assert "top-k (k=2)" in stages[2]["title"] and "température (T=0,5)" in stages[1]["title"]
+    assert "50\u202f257 gardés" in stages[1]["title"]                   # French thousands
     table = nv.stage_table(d)
-    assert table.iloc[:, 2].tolist() == [50257, 2]
+    assert table.iloc[:, 2].tolist() == ["50\u202f257", "2"] and table.iloc[:, 1].tolist() == ["T=0,5", "k=2"]
 
 
 def test_choose_greedy_and_seeded_sampling():

@@ -15,6 +15,7 @@ from gpt_core import data as D
 from gpt_core.errors import InvalidInput
 
 from explorer.corpus import eot_token_id, token_texts
+from explorer.figures.bars import localize
 
 MAX_ROWS = 24            # rows of a chunk grid drawn at most (all rows are counted)
 MAX_WINDOWS = 24         # sliding windows drawn at most
@@ -156,7 +157,7 @@ def _short(text: str, n: int = 5) -> str:
 
 def category_grid(cats: Sequence[Sequence[int]], texts: Sequence[Sequence[str]], row_labels: Sequence[str],
                   names: Sequence[str], colours: Sequence[str], title: str = "", x_title: str = "",
-                  values: Sequence[Sequence[int]] | None = None) -> go.Figure:
+                  values: Sequence[Sequence[int]] | None = None, lang: str = "en") -> go.Figure:
     """A (rows × positions) grid of categorical cells with the token text on hover.
 
     ``cats[r][c]`` indexes ``names``/``colours``; the colour bar is the legend.
@@ -191,11 +192,11 @@ def category_grid(cats: Sequence[Sequence[int]], texts: Sequence[Sequence[str]],
         xaxis=dict(title=x_title, showgrid=False, zeroline=False),
         plot_bgcolor="white",
     )
-    return fig
+    return localize(fig, lang)
 
 
 def mask_grid(mask: Sequence[Sequence[int]], row_labels: Sequence[str], names: Sequence[str],
-              title: str = "", x_title: str = "") -> go.Figure:
+              title: str = "", x_title: str = "", lang: str = "en") -> go.Figure:
     """The attention mask (1 = real token, 0 = padding) as a two-colour grid."""
     fig = go.Figure(go.Heatmap(
         z=[list(row) for row in mask], y=list(row_labels), zmin=0, zmax=1, xgap=1, ygap=1,
@@ -209,11 +210,12 @@ def mask_grid(mask: Sequence[Sequence[int]], row_labels: Sequence[str], names: S
         yaxis=dict(autorange="reversed", type="category"), xaxis=dict(title=x_title),
         plot_bgcolor="white",
     )
-    return fig
+    return localize(fig, lang)
 
 
 def window_bars(starts: Sequence[int], max_length: int, texts: Sequence[str], chosen: int,
-                names: Sequence[str], title: str = "", x_title: str = "", first: int = 0) -> go.Figure:
+                names: Sequence[str], title: str = "", x_title: str = "", first: int = 0,
+                lang: str = "en") -> go.Figure:
     """Each window as two horizontal bars over token positions: its input and its target (shifted by one).
 
     ``starts`` are the start positions of windows ``first``, ``first + 1``, ... (``chosen`` is
@@ -252,4 +254,4 @@ def window_bars(starts: Sequence[int], max_length: int, texts: Sequence[str], ch
         yaxis=dict(autorange="reversed", type="category"), xaxis=xaxis, plot_bgcolor="white",
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
     )
-    return fig
+    return localize(fig, lang)

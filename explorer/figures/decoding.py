@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.figures.bars import localize, percent
 from explorer.ui.token_chips import visible
 
 BLUE, GREY, RED, GREEN = "#1f77b4", "rgba(150,150,150,0.45)", "#d62728", "#2ca02c"
@@ -18,7 +19,7 @@ def short(text: str, width: int = 10) -> str:
 
 
 def stage_bars(labels: list[str], stages: list[dict], before_name: str, after_name: str, removed_text: str,
-               cols: int = 3) -> go.Figure:
+               cols: int = 3, lang: str = "en") -> go.Figure:
     """One panel per stage (softmax, then each processor): wide grey bar = before, narrow bar = after.
 
     ``stages``: dicts with ``title``, ``before``, ``after`` (renormalised) and ``kept``
@@ -45,7 +46,7 @@ def stage_bars(labels: list[str], stages: list[dict], before_name: str, after_na
         fig.add_trace(go.Bar(
             x=[a if kept else 0.0 for a, kept in zip(s["after"], s["kept"])], y=labels, orientation="h",
             marker_color=BLUE, width=0.45, name=after_name, legendgroup="after", showlegend=k == 0,
-            text=[f"{a:.1%}" if kept else "" for a, kept in zip(s["after"], s["kept"])],
+            text=[percent(a, 1, lang) if kept else "" for a, kept in zip(s["after"], s["kept"])],
             textposition="outside", cliponaxis=False,
             hovertemplate="%{y}: %{x:.2%}<extra>" + after_name + "</extra>",
         ), row=r, col=c)
@@ -54,10 +55,10 @@ def stage_bars(labels: list[str], stages: list[dict], before_name: str, after_na
     fig.update_annotations(font_size=12)
     fig.update_layout(barmode="overlay", height=height, margin=dict(l=10, r=10, t=top_px, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0 + 42 / plot_px, x=0))
-    return fig
+    return localize(fig, lang)
 
 
-def lane_bars(texts: list[str], probs: list[float], title: str, y_title: str) -> go.Figure:
+def lane_bars(texts: list[str], probs: list[float], title: str, y_title: str, lang: str = "en") -> go.Figure:
     """Probability of each generated token (x: position, labelled with the token)."""
     x = list(range(1, len(probs) + 1))
     colours = [f"hsl({round(120 * min(max(p, 0.0), 1.0))}, 65%, 50%)" for p in probs]
@@ -67,10 +68,10 @@ def lane_bars(texts: list[str], probs: list[float], title: str, y_title: str) ->
                       yaxis=dict(range=[0, 1], tickformat=".0%", title=y_title),
                       xaxis=dict(tickmode="array", tickvals=x, ticktext=[short(s, 6) for s in texts],
                                  tickangle=-60, tickfont_size=9) if len(x) <= 24 else dict(title="#"))
-    return fig
+    return localize(fig, lang)
 
 
-def beam_tree(nodes: list, upto: int, window: int, text: dict) -> go.Figure:
+def beam_tree(nodes: list, upto: int, window: int, text: dict, lang: str = "en") -> go.Figure:
     """The beam-search tree up to step ``upto`` (0-based), its last ``window`` steps.
 
     ``nodes``: :class:`TreeNode` list (see :func:`tree_nodes`). Candidates of a step are placed by
@@ -138,11 +139,11 @@ def beam_tree(nodes: list, upto: int, window: int, text: dict) -> go.Figure:
                    range=[lo - 0.6 if lo else -0.9, upto + 1.6], showgrid=False, zeroline=False),
         yaxis=dict(autorange="reversed", visible=False, range=None),
     )
-    return fig
+    return localize(fig, lang)
 
 
 def history_chart(probs: list[float], entropies: list[float], prob_name: str, entropy_name: str,
-                  title: str) -> go.Figure:
+                  title: str, lang: str = "en") -> go.Figure:
     """Chosen token's probability (bars) and the entropy it was drawn from (line), step by step."""
     x = list(range(1, len(probs) + 1))
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -154,7 +155,7 @@ def history_chart(probs: list[float], entropies: list[float], prob_name: str, en
     fig.update_layout(title=dict(text=title, font_size=13), height=290, margin=dict(l=10, r=10, t=40, b=10),
                       xaxis=dict(tickmode="array", tickvals=x),
                       legend=dict(orientation="h", yanchor="top", y=-0.12, x=0))
-    return fig
+    return localize(fig, lang)
 
 
 # ================================================================= generated text
@@ -164,10 +165,10 @@ def prob_colour(p: float) -> str:
     return f"hsl({round(120 * p)}, 75%, 82%)"
 
 
-def tokens_html(prompt_text: str, texts: list[str], probs: list[float]) -> str:
+def tokens_html(prompt_text: str, texts: list[str], probs: list[float], lang: str = "en") -> str:
     """The prompt in grey, then one chip per generated token coloured by its probability."""
     chips = [
-        f"<span title='{p:.1%}' style='background:{prob_colour(p)};border-radius:3px;padding:1px 1px;"
+        f"<span title='{percent(p, 1, lang)}' style='background:{prob_colour(p)};border-radius:3px;padding:1px 1px;"
         f"margin:0 1px'>{html.escape(tx) or '∅'}</span>"
         for tx, p in zip(texts, probs)
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.figures.bars import fixed, localize, percent
 from explorer.ui.token_chips import visible
 
 WORD_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
@@ -22,7 +23,7 @@ def _limit(m: np.ndarray) -> float:
 
 
 def matrix_heatmap(m: np.ndarray, y_labels: list[str] | None, title: str, x_title: str, y_title: str,
-                   colorbar: str) -> go.Figure:
+                   colorbar: str, lang: str = "en") -> go.Figure:
     """Rows x d_model heatmap (diverging colours centred on 0).
 
     With ``y_labels`` (tokens) every row is labelled and the figure grows with the rows;
@@ -43,10 +44,10 @@ def matrix_heatmap(m: np.ndarray, y_labels: list[str] | None, title: str, x_titl
         yaxis=dict(title=y_title, autorange="reversed", type="category" if labelled else "linear",
                    tickfont=dict(size=13) if labelled else None),
     )
-    return fig
+    return localize(fig, lang)
 
 
-def cosine_heatmap(c: np.ndarray, title: str, axis_title: str, colorbar: str) -> go.Figure:
+def cosine_heatmap(c: np.ndarray, title: str, axis_title: str, colorbar: str, lang: str = "en") -> go.Figure:
     """Cosine similarity between positions (P x P), from -1 to 1."""
     fig = go.Figure(go.Heatmap(
         z=np.round(c, 4), colorscale="RdBu_r", zmin=-1, zmax=1, zmid=0,
@@ -55,23 +56,24 @@ def cosine_heatmap(c: np.ndarray, title: str, axis_title: str, colorbar: str) ->
     ))
     fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=40),
                       xaxis=dict(title=axis_title), yaxis=dict(title=axis_title, autorange="reversed"))
-    return fig
+    return localize(fig, lang)
 
 
-def rope_turns_heatmap(turns: np.ndarray, title: str, x_title: str, y_title: str, colorbar: str) -> go.Figure:
+def rope_turns_heatmap(turns: np.ndarray, title: str, x_title: str, y_title: str, colorbar: str,
+                       lang: str = "en") -> go.Figure:
     """cos(p * theta_i): positions (rows) x rotation pairs (columns)."""
     fig = go.Figure(go.Heatmap(
         z=np.round(turns, 4), colorscale="RdBu_r", zmin=-1, zmax=1, zmid=0,
         colorbar=dict(title=dict(text=colorbar, side="right")),
-        hovertemplate="position %{y} · pair %{x}: %{z:.3f}<extra></extra>",
+        hovertemplate="position %{y} · i = %{x}: %{z:.3f}<extra></extra>",
     ))
     fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=40),
                       xaxis=dict(title=x_title), yaxis=dict(title=y_title, autorange="reversed"))
-    return fig
+    return localize(fig, lang)
 
 
 def projection_figure(projection, title: str, words_name: str, neighbours_name: str,
-                      axis_name: str) -> go.Figure:
+                      axis_name: str, lang: str = "en") -> go.Figure:
     """PCA scatter: one big labelled point per chosen word, small points for neighbours.
 
     The trace named ``words_name`` holds exactly the chosen words, the one named
@@ -82,7 +84,7 @@ def projection_figure(projection, title: str, words_name: str, neighbours_name: 
     colour = {p.word: WORD_COLOURS[i % len(WORD_COLOURS)] for i, p in enumerate(words)}
     neigh = projection.neighbours
     three = projection.dims == 3
-    axes = [f"{axis_name} {i + 1} ({share:.0%})" for i, share in enumerate(projection.explained)]
+    axes = [f"{axis_name} {i + 1} ({percent(share, 0, lang)})" for i, share in enumerate(projection.explained)]
 
     def coords(points):
         cols = list(zip(*[p.coords for p in points])) if points else [[] for _ in range(projection.dims)]
@@ -121,4 +123,23 @@ def projection_figure(projection, title: str, words_name: str, neighbours_name: 
         layout["xaxis"] = dict(title=axes[0], zeroline=False)
         layout["yaxis"] = dict(title=axes[1], zeroline=False)
     fig.update_layout(**layout)
-    return fig
+    return localize(fig, lang)
+
+
+def analogy_bars(labels: list[str], cosines: list[float], title: str, x_title: str, highlight: int | None = None,
+                 lang: str = "en") -> go.Figure:
+    """The answers of a word analogy, best on top: one bar per word, its cosine written beside it."""
+    colours = ["#d62728" if i == highlight else "#1f77b4" for i in range(len(cosines))]
+    fig = go.Figure(go.Bar(
+        x=cosines, y=labels, orientation="h", marker_color=colours, cliponaxis=False,
+        text=[fixed(c, 3, lang) for c in cosines], textposition="outside",
+        hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+    ))
+    top, low = max(cosines, default=1.0), min(cosines, default=0.0)
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)), height=max(240, 26 * len(labels) + 80),
+        margin=dict(l=10, r=40, t=50, b=40),
+        xaxis=dict(title=x_title, range=[min(low, 0.0) * 1.15, max(top, 0.05) * 1.15]),
+        yaxis=dict(autorange="reversed", type="category"),
+    )
+    return localize(fig, lang)

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
+from explorer.figures.bars import localize, percent
+
 TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#d62728"
 BEFORE_COLOUR, AFTER_COLOUR = "#9e9e9e", "#2ca02c"
 
@@ -19,7 +21,7 @@ def _finite(xs: Sequence[float], ys: Sequence[float]) -> tuple[list, list]:
 def loss_curve(train_steps: Sequence[int], train_loss: Sequence[float], val_steps: Sequence[int],
                val_loss: Sequence[float], names: Sequence[str] = ("train", "validation"),
                title: str = "", x_title: str = "", y_title: str = "", total_steps: int | None = None,
-               ) -> go.Figure:
+               lang: str = "en") -> go.Figure:
     """Training loss (a line, one point per optimizer step) and validation loss (markers).
 
     ``total_steps`` fixes the x axis to the whole run, so the curve grows
@@ -41,11 +43,11 @@ def loss_curve(train_steps: Sequence[int], train_loss: Sequence[float], val_step
         xaxis=xaxis, yaxis=dict(title=y_title), hovermode="x unified",
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
     )
-    return fig
+    return localize(fig, lang)
 
 
 def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str = "",
-                      x_title: str = "", y_title: str = "", colour_title: str = "") -> go.Figure:
+                      x_title: str = "", y_title: str = "", colour_title: str = "", lang: str = "en") -> go.Figure:
     """Rows: true class, columns: predicted class; each cell shows its count."""
     z = [list(map(int, row)) for row in matrix]
     labels = [str(x) for x in labels]
@@ -60,18 +62,19 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], ti
         xaxis=dict(title=x_title, type="category", side="bottom"),
         yaxis=dict(title=y_title, type="category", autorange="reversed"),
     )
-    return fig
+    return localize(fig, lang)
 
 
 def compare_bars(labels: Sequence[str], before: Sequence[float], after: Sequence[float],
-                 names: Sequence[str] = ("before", "after"), title: str = "") -> go.Figure:
+                 names: Sequence[str] = ("before", "after"), title: str = "", lang: str = "en") -> go.Figure:
     """The same candidates (tokens or classes) with two probabilities each: grouped horizontal bars."""
     labels = [str(x) for x in labels]
     fig = go.Figure()
     for name, values, colour in ((names[0], before, BEFORE_COLOUR), (names[1], after, AFTER_COLOUR)):
         fig.add_trace(go.Bar(
             x=list(values), y=labels, orientation="h", name=name, marker_color=colour,
-            text=[f"{v:.1%}" if v >= 5e-4 else f"{v:.1e}" for v in values], textposition="outside", cliponaxis=False,
+            text=[percent(v, 1, lang) if v >= 5e-4 else _sci(v, lang) for v in values], textposition="outside",
+            cliponaxis=False,
             hovertemplate="%{y}: %{x:.2%}<extra>" + name + "</extra>",
         ))
     fig.update_layout(
@@ -81,4 +84,10 @@ def compare_bars(labels: Sequence[str], before: Sequence[float], after: Sequence
         xaxis=dict(tickformat=".0%" if max(list(before) + list(after) + [0]) >= 0.1 else ".1%", rangemode="tozero"),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
     )
-    return fig
+    return localize(fig, lang)
+
+
+def _sci(v: float, lang: str) -> str:
+    """A tiny probability in scientific notation (decimal comma in French)."""
+    text = f"{v:.1e}"
+    return text.replace(".", ",") if lang == "fr" else text

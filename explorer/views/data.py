@@ -19,10 +19,11 @@ from gpt_core.tokenizers import load_tokenizer
 
 from explorer import corpus as C
 from explorer.figures import data as F
-from explorer.ui.i18n import t
-from explorer.ui.messages import decimal, plain, say
+from explorer.ui.i18n import current_lang, t
+from explorer.ui.messages import decimal, number, plain, say
 from explorer.ui.model_store import current_model, tokenizer_label
 from explorer.ui.state import persisted
+from explorer.views.decoding_settings import follow_language, localized
 from explorer.ui.text_input import check_text, show_messages
 
 MAX_DOCS = 10            # documents the page lays out at most
@@ -38,18 +39,24 @@ def first_batch(ids: Sequence[int], max_length: int, stride: int, batch_size: in
     return x, y
 
 
-def arithmetic_sentence(a: dict, tr: Callable[..., str]) -> str:
-    """The epoch/batch/step arithmetic of :func:`gpt_core.data.batch_arithmetic` in words."""
+def arithmetic_sentence(a: dict, tr: Callable[..., str], lang: str | None = None) -> str:
+    """The epoch/batch/step arithmetic of :func:`gpt_core.data.batch_arithmetic` in words.
+
+    With ``lang``, whole numbers are written that language's way ("12 865 792" in French).
+    """
+    n = a
+    if lang:
+        n = {k: number(v, lang) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in a.items()}
     if a["batches_per_epoch"] == 0:
-        return tr("data.arith.none", n=a["n_samples"], bs=a["batch_size"])
-    text = tr("data.arith.main", n=a["n_samples"], bs=a["batch_size"], batches=a["batches_per_epoch"])
+        return tr("data.arith.none", n=n["n_samples"], bs=n["batch_size"])
+    text = tr("data.arith.main", n=n["n_samples"], bs=n["batch_size"], batches=n["batches_per_epoch"])
     if a["dropped_samples"]:
-        text += " " + tr("data.arith.dropped", dropped=a["dropped_samples"])
+        text += " " + tr("data.arith.dropped", dropped=n["dropped_samples"])
     elif a["last_batch_size"] != a["batch_size"]:
-        text += " " + tr("data.arith.last", last=a["last_batch_size"])
-    text += " " + tr("data.arith.steps", accum=a["grad_accum"], steps_epoch=a["optimizer_steps_per_epoch"],
-                     epochs=a["epochs"], steps=a["optimizer_steps"], eff=a["effective_batch_size"],
-                     tokens=a["tokens_per_step"] if a["tokens_per_step"] is not None else "?")
+        text += " " + tr("data.arith.last", last=n["last_batch_size"])
+    text += " " + tr("data.arith.steps", accum=n["grad_accum"], steps_epoch=n["optimizer_steps_per_epoch"],
+                     epochs=n["epochs"], steps=n["optimizer_steps"], eff=n["effective_batch_size"],
+                     tokens=n["tokens_per_step"] if a["tokens_per_step"] is not None else "?")
     if a["partial_accumulation"]:
         text += " " + tr("data.arith.partial")
     return text
@@ -67,17 +74,25 @@ def cached_corpus(source: str, text: str = "", upload: tuple[bytes, str] | None 
     return C.load_corpus(source, text, upload)
 
 
+DEFAULT_SOURCE = {"fr": "corpus_fr", "en": "corpus_en"}   # the bundled corpus in the UI language
+ALPACA_STYLE = {"fr": "alpaca-fr", "en": "alpaca"}         # the prompt template in the UI language
+FIRST_EXAMPLE = {"fr": 2, "en": 1}                         # the bundled instructions: #1 is English, #2 French
+
+
 def pick_corpus(area: str, where: Any, labels: dict[str, str], per_lang: bool = False,
                 max_chars: int | None = None) -> tuple[C.Corpus | None, str | None]:
     """The source picker -> (corpus, hint to show while there is none); a refused source raises GPTCoreError.
 
-    ``labels``: ``source`` (the box), ``paste``, ``paste_default``, ``upload``, ``upload_hint``.
+    ``labels``: ``source`` (the box), ``paste``, ``paste_default`` (a locale key: the example text, in the
+    UI language until edited), ``upload``, ``upload_hint``. The default source is the bundled corpus in the
+    UI language.
     """
-    source = persisted(where.selectbox, labels["source"], f"{area}.source", "corpus_fr", options=C.SOURCES,
+    default = follow_language(f"{area}.source", DEFAULT_SOURCE, per_lang)
+    source = persisted(where.selectbox, labels["source"], f"{area}.source", default, options=C.SOURCES,
                        per_lang=per_lang, format_func=lambda k: t(f"corpus.src.{k}"))
     if source == "paste":
-        raw = persisted(where.text_area, labels["paste"], f"{area}.text", labels["paste_default"],
-                        per_lang=per_lang, height=110)
+        raw = persisted(where.text_area, labels["paste"], f"{area}.text",
+                        localized(f"{area}.text", labels["paste_default"], per_lang), per_lang=per_lang, height=110)
         checked = check_text(raw, max_chars) if max_chars else check_text(raw)
         show_messages(where, checked)
         return (cached_corpus("paste", checked.text) if checked.ok else None), None
@@ -117,9 +132,10 @@ def attempt(where: Any, fn: Callable, *args, **kw):
 
 
 def metrics(where: Any, pairs: Sequence[tuple[str, Any]]) -> None:
-    """One ``st.metric`` per (label, value), side by side."""
+    """One ``st.metric`` per (label, value), side by side; whole numbers written the UI language's way."""
+    lang = current_lang()
     for col, (label, value) in zip(where.columns(len(pairs)), pairs):
-        col.metric(label, value)
+        col.metric(label, number(value, lang) if isinstance(value, int) and not isinstance(value, bool) else value)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -148,7 +164,7 @@ def _tokenizer(where: Any, lm) -> tuple[Any, tuple[int, int] | None]:
 
 
 def _source(where: Any) -> tuple[C.Corpus | None, str | None]:
-    labels = {"source": t("data.source"), "paste": t("data.paste"), "paste_default": t("data.paste_default"),
+    labels = {"source": t("data.source"), "paste": t("data.paste"), "paste_default": "data.paste_default",
               "upload": t("data.upload"), "upload_hint": t("data.upload_hint")}
     try:
         return pick_corpus("data", where, labels, per_lang=True)
@@ -165,9 +181,11 @@ def _alpaca_tab(tok: Any) -> None:
     upload = uploaded(a1, t("data.inst_upload"), C.RECORD_TYPES, "_w.data.inst_file") if src == "upload" else None
     try:
         records = C.instruction_records(upload) if src == "bundled" or upload else None
-        index = _kept(a2.number_input, t("data.example", n=len(records)), "example", 1, min_value=1,
+        first = follow_language("data.example", FIRST_EXAMPLE, per_lang=True) if src == "bundled" else 1
+        index = _kept(a2.number_input, t("data.example", n=len(records)), "example", first, min_value=1,
                       max_value=len(records), step=1) if records else 0
-        style = _kept(a3.radio, t("data.style"), "style", "alpaca", options=list(D.ALPACA_STYLES))
+        style = _kept(a3.radio, t("data.style"), "style", follow_language("data.style", ALPACA_STYLE, per_lang=True),
+                      options=list(D.ALPACA_STYLES))
         size = _kept(a4.slider, t("data.collate_size"), "collate_size", 3, min_value=1, max_value=4)
         mask_prompt = _kept(a4.checkbox, t("data.mask_prompt"), "mask_prompt", False)
         if not records:
@@ -185,7 +203,8 @@ def _alpaca_tab(tok: Any) -> None:
     rows = [t(f"data.row.{k}", i=index + i) for i in range(len(view.cats) // 2) for k in ("x", "y")]
     names = [t(f"data.cat.{k}") for k in ("prompt", "response", "end", "pad", "ign_pad", "ign_prompt")]
     st.plotly_chart(F.category_grid(view.cats, view.texts, rows, names, F.COLLATE_COLOURS,
-                                    t("data.collate_title"), t("data.position"), view.values), width="stretch")
+                                    t("data.collate_title"), t("data.position"), view.values, current_lang()),
+                    width="stretch")
     st.caption(t("data.collate_note", ignore=D.IGNORE_INDEX))
 
 
@@ -200,18 +219,20 @@ def _chunk_tab(docs_ids: list[list[int]], tok: Any, n_docs: int) -> None:
     for col, g in zip(st.columns(2, border=True), grids):
         res = g.result
         col.markdown(f"**{t(f'data.strategy.{res.strategy}')}**")
-        metrics(col, [(t("data.m.rows"), f"{res.n_rows} × {context}"), (t("data.m.waste"), f"{decimal(res.waste_pct, 1)} %"),
+        metrics(col, [(t("data.m.rows"), f"{number(res.n_rows, current_lang())} × {context}"),
+                      (t("data.m.waste"), f"{decimal(res.waste_pct, 1)}\u202f%" if current_lang() == "fr"
+                       else f"{decimal(res.waste_pct, 1)}%"),
                       (t(f"data.m.lost_{res.strategy}"), res.dropped_tokens + res.truncated_tokens)])
     rows: list[str] = []
     for g in grids:
         rows = [t("data.row.n", i=r) for r in range(g.shown_rows)]
         st.plotly_chart(F.category_grid(g.cats, g.texts, rows, names, F.doc_colours(n_docs), t(
-            f"data.grid_title.{g.result.strategy}", shown=g.shown_rows, n=g.result.n_rows), t("data.position")),
-            width="stretch")
+            f"data.grid_title.{g.result.strategy}", shown=g.shown_rows, n=g.result.n_rows), t("data.position"),
+            lang=current_lang()), width="stretch")
     if grids:
         st.plotly_chart(F.mask_grid(grids[1].result.attention_mask[:len(rows)].tolist(), rows,
-                                    [t("data.mask0"), t("data.mask1")], t("data.mask_title"), t("data.position")),
-                        width="stretch")
+                                    [t("data.mask0"), t("data.mask1")], t("data.mask_title"), t("data.position"),
+                                    current_lang()), width="stretch")
         st.caption(t("data.waste_note"))
 
 
@@ -231,7 +252,8 @@ def _windows_tab(stream: list[int], tok: Any) -> tuple[Any, int, int]:
     block = F.shown_windows(wv, chosen)
     st.plotly_chart(F.window_bars(r.starts[block.start:block.stop], max_length, wv.texts, chosen,
                                   [t(f"data.bar.{k}") for k in "xyc"], t("data.windows_title", a=block.start,
-                                  b=block.stop - 1, n=r.n_samples), t("data.position"), block.start), width="stretch")
+                                  b=block.stop - 1, n=r.n_samples), t("data.position"), block.start, current_lang()),
+                    width="stretch")
     st.markdown(t("data.shift_title", i=chosen))
     st.dataframe(F.shift_table(wv, chosen, [t(f"data.shift.{k}") for k in ("xt", "xi", "yt", "yi")]))
     return wv, max_length, stride
@@ -251,7 +273,7 @@ def _batches_tab(wv: Any, stream: list[int], tok: Any, max_length: int, stride: 
     a = D.batch_arithmetic(wv.result.n_samples, bs, epochs, drop_last, accum, max_length)
     metrics(st, [(t(f"data.m.{k}"), a[k]) for k in ("batches_per_epoch", "optimizer_steps",
                                                      "effective_batch_size", "tokens_per_step")])
-    st.markdown(arithmetic_sentence(a, t))
+    st.markdown(arithmetic_sentence(a, t, current_lang()))
     batch = attempt(st, first_batch, stream, max_length, stride, bs, shuffle, drop_last)
     for col, key, tensor in zip(st.columns(2), ("batch_x", "batch_y"), batch or ()):
         col.markdown(t(f"data.{key}", shape=tuple(tensor.shape)))
@@ -281,7 +303,9 @@ def page() -> None:
     n_docs = _kept(c3.slider, t("data.n_docs"), "n_docs", 6, min_value=1, max_value=n_max) if n_max > 1 else 1
     docs_ids = cached_encode(tok, tokenizer_key(tok), tuple(docs[:n_docs]))
     stream = C.eot_stream(docs_ids, specials[0])
-    about.caption(t("data.corpus_info", origin=origin_of(corpus), total=len(docs), n=n_docs, tokens=len(stream))
+    lang = current_lang()
+    about.caption(t("data.corpus_info", origin=plain(origin_of(corpus)), total=number(len(docs), lang), n=n_docs,
+                    tokens=number(len(stream), lang))
                   + (" " + t("data.cut_docs", n=n_cut, chars=MAX_DOC_CHARS) if n_cut else ""))
     with tabs[0]:
         _chunk_tab(docs_ids, tok, n_docs)

@@ -18,14 +18,15 @@ from gpt_core import decoding as dec
 from gpt_core.backend import backend_of
 from gpt_core.errors import GPTCoreError
 
+from explorer.figures.bars import fixed, percent
 from explorer.figures.decoding import TreeNode, beam_tree, lane_bars, tokens_html, tree_nodes
-from explorer.ui.i18n import t
+from explorer.ui.i18n import current_lang, t
 from explorer.ui.messages import decimal, plain, say
 from explorer.ui.state import persisted, set_value
 from explorer.ui.token_chips import visible
 from explorer.views.decoding_settings import (FIELDS, MAX_NEW_UI, Checked, Prompt, check_beams, check_length,
-                                              check_settings, context_of, fmt, prepare, processors_from_spec,
-                                              show, vocab_of)
+                                              check_settings, context_of, fmt, localized, prepare,
+                                              processors_from_spec, show, vocab_of)
 
 GPT2_VOCAB = 50257
 TREE_WINDOW = 10        # steps drawn at once in the beam tree
@@ -125,7 +126,8 @@ def beams_at(nodes: list[TreeNode], step: int) -> pd.DataFrame:
             tokens.append(nodes[j].token)
             j = nodes[j].parent
         rows.append({t("decoding.col_text"): "".join(reversed(tokens)),
-                     t("decoding.col_sum"): round(n.cumulative, 3), t("decoding.col_score"): round(n.score, 3),
+                     t("decoding.col_sum"): fixed(n.cumulative, 3, current_lang()),
+                     t("decoding.col_score"): fixed(n.score, 3, current_lang()),
                      t("decoding.col_state"): t("decoding.state_finished") if n.finished else t("decoding.state_kept")})
     return pd.DataFrame(rows)
 
@@ -134,8 +136,8 @@ def hypotheses_table(beam, tokenizer) -> pd.DataFrame:
     return pd.DataFrame([{
         t("decoding.col_text"): visible(tokenizer.decode(h.new_ids)),
         t("decoding.col_len"): len(h.new_ids),
-        t("decoding.col_sum"): round(h.sum_logprob, 3),
-        t("decoding.col_score"): round(h.score, 3),
+        t("decoding.col_sum"): fixed(h.sum_logprob, 3, current_lang()),
+        t("decoding.col_score"): fixed(h.score, 3, current_lang()),
         t("decoding.col_end"): t(f"decoding.stop_{h.finished_by}"),
     } for h in beam.sequences])
 
@@ -145,24 +147,30 @@ def is_gpt2_vocab(tokenizer) -> bool:
     return getattr(tokenizer, "vocab_size", None) == GPT2_VOCAB
 
 
-def preset(name: str, tokenizer) -> dict:
-    """The classic failure cases (greedy loops, repeating beams): the well-known GPT-2 prompts for GPT-2,
-    prompts that show the same failures for SmolLM2.
+# prompts that show the failures on the embedded models (SmolLM2, Gemma 3), in the page's language
+PRESET_PROMPTS = {
+    "fr": {"greedy": "Le chat est assis sur le tapis. Le chien", "beam": "Quelle est la capitale de l'Australie ?"},
+    "en": {"greedy": "The cat sat on the mat. The dog", "beam": "Question: What is the capital of Australia?\nAnswer:"},
+}
+GPT2_PROMPTS = {"greedy": "Artificial intelligence", "beam": "What is the capital of Australia?"}
+
+
+def preset(name: str, tokenizer, lang: str = "fr") -> dict:
+    """The classic failure cases (greedy loops, repeating beams): the well-known GPT-2 prompts for GPT-2
+    (an English model), for other models prompts in the page's language that show the same failures.
 
     ``*_fix`` presets keep the prompt and add the cure (repetition penalty or no-repeat n-gram).
     """
     gpt2 = is_gpt2_vocab(tokenizer)
+    prompts = GPT2_PROMPTS if gpt2 else PRESET_PROMPTS.get(lang, PRESET_PROMPTS["en"])
     base = {"repetition_penalty": 1.0, "no_repeat_ngram": 0, "seed": 0, "temperature": 1.0,
             "top_k": 50, "top_p": 1.0, "length_penalty": 1.0}
     if name.startswith("greedy"):
-        base.update(prompt="Artificial intelligence" if gpt2 else "The cat sat on the mat. The dog",
-                    max_new=50 if gpt2 else 40, beams=3)
+        base.update(prompt=prompts["greedy"], max_new=50 if gpt2 else 40, beams=3)
         if name == "greedy_fix":
             base.update(repetition_penalty=1.3)
     else:
-        base.update(prompt="What is the capital of Australia?" if gpt2
-                    else "Question: What is the capital of Australia?\nAnswer:",
-                    max_new=50 if gpt2 else 30, beams=5)
+        base.update(prompt=prompts["beam"], max_new=50 if gpt2 else 30, beams=5)
         if name == "beam_fix":
             base.update(no_repeat_ngram=4)
     return base
@@ -170,7 +178,7 @@ def preset(name: str, tokenizer) -> dict:
 
 def apply_preset(name: str, tokenizer) -> None:
     """Button callback: write the preset into the page's settings (plain keys and widgets alike)."""
-    for key, value in preset(name, tokenizer).items():
+    for key, value in preset(name, tokenizer, current_lang()).items():
         set_value(f"decoding.{key}", value)
     st.session_state["decoding.preset"] = name
 
@@ -235,7 +243,9 @@ def render_presets(lm) -> None:
                    key=f"decoding.btn_{name}")
     active = st.session_state.get("decoding.preset")
     if active:
-        st.info(t(f"decoding.preset_{active}_help", model=lm.source.key))
+        chosen = preset(active, lm.tokenizer, current_lang())
+        st.info(t(f"decoding.preset_{active}_help", prompt=plain(chosen["prompt"].replace("\n", " ↵ ")),
+                  beams=chosen["beams"]))
 
 
 @dataclass
@@ -256,7 +266,8 @@ class LabSettings:
 
 def settings_form() -> LabSettings:
     """The prompt and every setting, each kept across page switches (``decoding.<name>``)."""
-    prompt = persisted(st.text_area, t("decoding.prompt"), "decoding.prompt", t("decoding.default_prompt"), height=80)
+    prompt = persisted(st.text_area, t("decoding.prompt"), "decoding.prompt",
+                       localized("decoding.prompt", "decoding.default_prompt"), height=80)
     c = st.columns(4)
     seed = persisted(c[0].number_input, t("decoding.seed"), "decoding.seed", 0, min_value=0, max_value=2**31 - 1,
                      step=1, help=t("decoding.seed_help"))
@@ -312,6 +323,7 @@ def run_plan(lm, s: LabSettings, plan: LabPlan) -> LabResult:
 
 def render_lanes(lab: LabResult, s: LabSettings, plan: LabPlan) -> None:
     """Greedy, sampling and beam search side by side: text, log-prob, repeats, per-token probabilities."""
+    lang = current_lang()
     for col, name in zip(st.columns(3), ("greedy", "sample", "beam")):
         with col:
             st.subheader(t(f"decoding.lane_{name}"))
@@ -320,13 +332,13 @@ def render_lanes(lab: LabResult, s: LabSettings, plan: LabPlan) -> None:
             if lane is None:
                 st.error(lab.errors.get(name) or t(f"decoding.lane_off_{name}"))
                 continue
-            st.html(tokens_html(plan.prompt.text, lane.texts, lane.probs))
+            st.html(tokens_html(plan.prompt.text, lane.texts, lane.probs, lang))
             m1, m2 = st.columns(2)
             m1.metric(t("decoding.logprob"), decimal(lane.raw_logprob, 2), help=t("decoding.logprob_help"))
-            m2.metric(t("decoding.repeats"), f"{lane.repeat_share:.0%}", help=t("decoding.repeats_help"))
+            m2.metric(t("decoding.repeats"), percent(lane.repeat_share, 0, lang), help=t("decoding.repeats_help"))
             st.caption(t("decoding.lane_caption", n=len(lane.new_ids), stop=t(f"decoding.stop_{lane.stop_reason}"),
-                         lp=lane.strategy_logprob))
-            st.plotly_chart(lane_bars(lane.texts, lane.probs, t("decoding.lane_chart"), t("common.prob")),
+                         lp=fixed(lane.strategy_logprob, 2, lang)))
+            st.plotly_chart(lane_bars(lane.texts, lane.probs, t("decoding.lane_chart"), t("common.prob"), lang),
                             width="stretch", key=f"decoding.chart_{name}")
 
 
@@ -335,14 +347,15 @@ def render_tree(beam, tokenizer) -> None:
     if beam is None or not beam.tree:
         return
     st.subheader(t("decoding.tree_header"))
-    st.caption(t("decoding.tree_intro", k=beam.num_beams, lp=beam.length_penalty))
+    st.caption(t("decoding.tree_intro", k=beam.num_beams, lp=fmt(beam.length_penalty)))
     nodes = tree_nodes(beam, tokenizer)
     n_steps = len(beam.tree)
     step = n_steps if n_steps == 1 else st.slider(t("decoding.tree_slider"), 1, n_steps, n_steps,
                                                   key=f"_w.decoding.tree_step.{n_steps}")
     if step > TREE_WINDOW:
         st.caption(t("decoding.tree_window", lo=step - TREE_WINDOW + 1, hi=step))
-    st.plotly_chart(beam_tree(nodes, step - 1, TREE_WINDOW, tree_text()), width="stretch", key="decoding.tree")
+    st.plotly_chart(beam_tree(nodes, step - 1, TREE_WINDOW, tree_text(), current_lang()), width="stretch",
+                    key="decoding.tree")
     st.markdown(f"**{t('decoding.beams_at', step=step)}**")
     st.table(beams_at(nodes, step - 1), hide_index=True)
     st.markdown(f"**{t('decoding.finished_header')}**")

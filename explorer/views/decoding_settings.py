@@ -13,8 +13,11 @@ from gpt_core import decoding as dec
 from gpt_core.backend import backend_of
 from gpt_core.errors import InvalidInput
 
-from explorer.ui.i18n import t
+import streamlit as st
+
+from explorer.ui.i18n import LANGS, current_lang, lookup, t
 from explorer.ui.messages import plain, say
+from explorer.ui.state import set_value
 from explorer.ui.text_input import check_text
 from explorer.ui.token_chips import visible
 
@@ -39,10 +42,13 @@ class Checked:
 
 
 def fmt(value) -> str:
-    """A number as the user typed it (``1.5``, ``-1``, ``NaN``, ``inf``)."""
+    """A number as the user typed it (``1.5``, ``-1``, ``NaN``, ``inf``), with a decimal comma in French."""
     if isinstance(value, float) and math.isnan(value):
         return "NaN"
-    return f"{value:g}" if isinstance(value, (int, float)) else repr(value)
+    if not isinstance(value, (int, float)):
+        return repr(value)
+    text = f"{value:g}"
+    return text.replace(".", ",") if current_lang() == "fr" else text
 
 
 def vocab_of(model) -> int:
@@ -132,7 +138,8 @@ class Prompt:
 
 
 def prepare(tokenizer, raw: str | None, context_length: int, reserve: int = 1) -> Prompt:
-    """Check and encode a prompt: empty -> start token, too long -> last tokens kept (each said)."""
+    """Check and encode a prompt as the model reads it (Gemma: its BOS first): empty -> start token,
+    too long -> last tokens kept (each said)."""
     raw = raw or ""
     messages: list[Said] = []
     text = ""
@@ -141,15 +148,36 @@ def prepare(tokenizer, raw: str | None, context_length: int, reserve: int = 1) -
         messages += checked.messages
         text = checked.text
     reserve = max(1, min(int(reserve), context_length - 1))
-    n_tokens = len(tokenizer.encode(text)) if text else 0
-    ids, _ = dec.prepare_prompt(tokenizer, text, context_length, reserve)  # its notes are said below, our way
-    if n_tokens == 0:
-        messages.append(("info", t("decoding.empty_prompt", token=visible(tokenizer.decode(ids[:1])), id=ids[0])))
-        text = ""
-    elif n_tokens > len(ids):
-        messages.append(("warning", t("decoding.prompt_cut", total=n_tokens, ctx=context_length, keep=len(ids))))
-        text = tokenizer.decode(ids)
+    ids, notes = dec.prepare_prompt(tokenizer, text, context_length, reserve)  # its notes are said our way
+    for n in notes:
+        if n.code == "decoding.started_from_special":
+            messages.append(("info", t("decoding.empty_prompt", token=visible(tokenizer.decode(ids[:1])), id=ids[0])))
+            text = ""
+        elif n.code == "decoding.prompt_cut":
+            messages.append(("warning", t("decoding.prompt_cut", total=n.params["n"], ctx=context_length,
+                                          keep=len(ids))))
+            text = tokenizer.decode(ids[len(getattr(tokenizer, "model_prefix", ())):])
     return Prompt(ids, text, messages)
+
+
+# ============================================== defaults that follow the UI language
+def follow_language(name: str, defaults: dict, per_lang: bool = False):
+    """The default of the persisted value ``name`` in the UI language (``defaults``: lang -> value).
+
+    A value still equal to another language's default (the user never edited it)
+    follows the language: French example in the French UI, English in the English
+    one. An edited value stays as the user left it.
+    """
+    mine = defaults.get(current_lang())
+    value = st.session_state.get(name, mine)
+    if value != mine and value in defaults.values():
+        set_value(name, mine, per_lang)
+    return mine
+
+
+def localized(name: str, key: str, per_lang: bool = False) -> str:
+    """:func:`follow_language` for a default written in the locale files (``key``)."""
+    return follow_language(name, {lang: lookup(key, lang) for lang in LANGS}, per_lang)
 
 
 def show(st_module, messages: list[Said]) -> None:

@@ -20,6 +20,7 @@ from explorer.ui.model_store import DEVICE_KEY, current_model, label_of, store
 from explorer.ui.state import persisted
 from explorer.views import data as data_view
 from explorer.views import training_form as W
+from explorer.views.decoding_settings import follow_language
 
 A = "finetune"
 LENGTHS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -34,7 +35,7 @@ def _base_and_task(lm, device: str):
     info = backend_of(base.model).info()
     large = info.n_params > R.LARGE_MODEL
     st.caption(t("training.ft.base_info", label=label_of(base.source), params=W.count_text(info.n_params),
-                 layers=info.n_layers, ctx=info.context_length))
+                 layers=info.n_layers, ctx=W.thousands(info.context_length)))
     task = persisted(st.radio, t("training.ft.task"), f"{A}.task", "instruct", options=["instruct", "classify"],
                      format_func=lambda k: t(f"training.ft.task.{k}"), horizontal=True)
     if large:
@@ -62,7 +63,8 @@ def _options(P: str, task: str, info, d_opts: R.FinetuneOptions):
         lora_r = persisted(c[0].select_slider, t("training.ft.lora_r"), f"{P}.lora_r", 8, options=[2, 4, 8, 16, 32],
                            disabled=method != "lora")
         mask = persisted(c[1].checkbox, t("training.ft.mask"), f"{P}.mask", True, help=t("training.ft.mask_help"))
-        style = persisted(c[1].selectbox, t("training.ft.style"), f"{P}.style", "alpaca", options=list(ALPACA_STYLES))
+        style = persisted(c[1].selectbox, t("training.ft.style"), f"{P}.style",
+                          follow_language(f"{P}.style", data_view.ALPACA_STYLE), options=list(ALPACA_STYLES))
         opts = R.FinetuneOptions("instruct", method, lora_r, mask, style, max_length)
     else:
         n_last = persisted(c[0].slider, t("training.ft.n_last"), f"{P}.n_last", d_opts.n_last, min_value=0,

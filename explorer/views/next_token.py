@@ -17,13 +17,15 @@ import torch
 from gpt_core.backend import backend_of
 from gpt_core.decoding import explain_processors
 
-from explorer.figures.bars import prob_bars
+from explorer.figures.bars import fixed, percent, prob_bars
 from explorer.figures.decoding import history_chart, stage_bars, tokens_html
-from explorer.ui.i18n import t
+from explorer.ui.i18n import current_lang, t
+from explorer.ui.messages import number
 from explorer.ui.state import persisted
 from explorer.ui.text_input import fit_context
 from explorer.ui.token_chips import token_label, visible
-from explorer.views.decoding_settings import (Checked, check_settings, context_of, prepare, show, vocab_of)
+from explorer.views.decoding_settings import (Checked, check_settings, context_of, localized, prepare, show,
+                                              vocab_of)
 
 HISTORY = "next_token.history"   # list of dicts, one per chosen token
 BASE = "next_token.base"         # (model key, prompt ids) the history belongs to
@@ -89,38 +91,47 @@ def shown_ids(d: Distribution, n: int) -> list[int]:
 
 def top_table(tokenizer, d: Distribution, n: int) -> pd.DataFrame:
     """The classic top-10 table of the next token, with the raw score and the probability after the processors."""
-    rows = shown_ids(d, n)
+    rows, lang = shown_ids(d, n), current_lang()
     return pd.DataFrame({
         t("common.rank"): [rank_of(d.raw, i) for i in rows],
         t("common.token"): [token_label(tokenizer, i) for i in rows],
-        t("common.logit"): [round(float(d.logits[i]), 2) for i in rows],
-        t("next_token.col_softmax"): [f"{float(d.raw[i]):.2%}" for i in rows],
-        t("next_token.col_after"): [f"{float(d.final[i]):.2%}" if d.final[i] > 0 else "—" for i in rows],
+        t("common.logit"): [fixed(float(d.logits[i]), 2, lang) for i in rows],
+        t("next_token.col_softmax"): [percent(float(d.raw[i]), 2, lang) for i in rows],
+        t("next_token.col_after"): [percent(float(d.final[i]), 2, lang) if d.final[i] > 0 else "—" for i in rows],
     })
 
 
+def setting_label(view, lang: str) -> str:
+    """A processor's setting as gpt_core writes it ("T=0.8", "p=0.9"), with a decimal comma in French."""
+    return view.label.replace(".", ",") if lang == "fr" else view.label
+
+
 def stage_table(d: Distribution) -> pd.DataFrame:
+    lang = current_lang()
     return pd.DataFrame([{
         t("next_token.col_processor"): t(f"next_token.proc_{v.name.replace(' ', '_').replace('-', '_')}"),
-        t("next_token.col_param"): v.label,
-        t("next_token.col_kept"): v.n_kept,
-        t("next_token.col_removed"): f"{v.removed_mass:.1%}",
-        t("next_token.col_h_before"): round(v.entropy_before, 3),
-        t("next_token.col_h_after"): round(v.entropy_after, 3),
+        t("next_token.col_param"): setting_label(v, lang),
+        t("next_token.col_kept"): number(v.n_kept, lang),
+        t("next_token.col_removed"): percent(v.removed_mass, 1, lang),
+        t("next_token.col_h_before"): fixed(v.entropy_before, 3, lang),
+        t("next_token.col_h_after"): fixed(v.entropy_after, 3, lang),
     } for v in d.views])
 
 
 def stages(tokenizer, d: Distribution, n: int) -> tuple[list[str], list[dict]]:
     """Labels of the shown tokens and, per stage (softmax, then each processor), before/after/kept."""
-    rows = shown_ids(d, n)
+    rows, lang = shown_ids(d, n), current_lang()
     labels = [token_label(tokenizer, i) for i in rows]
-    out = [{"title": t("next_token.stage_raw", h=d.entropy_raw), "before": [float(d.raw[i]) for i in rows],
+    out = [{"title": t("next_token.stage_raw", h=fixed(d.entropy_raw, 2, lang)),
+            "before": [float(d.raw[i]) for i in rows],
             "after": [float(d.raw[i]) for i in rows], "kept": [True] * len(rows)}]
     for k, v in enumerate(d.views, 1):
         name = t(f"next_token.proc_{v.name.replace(' ', '_').replace('-', '_')}")
         out.append({
-            "title": t("next_token.stage", k=k, name=name, label=v.label, removed=v.removed_mass,
-                       h0=v.entropy_before, h1=v.entropy_after, n=v.n_kept),
+            "title": t("next_token.stage", k=k, name=name, label=setting_label(v, lang),
+                       removed=percent(v.removed_mass, 1, lang),
+                       h0=fixed(v.entropy_before, 2, lang), h1=fixed(v.entropy_after, 2, lang),
+                       n=number(v.n_kept, lang)),
             "before": [float(v.probs_before[i]) for i in rows], "after": [float(v.probs_after[i]) for i in rows],
             "kept": [bool(v.kept[i]) for i in rows],
         })
@@ -174,12 +185,13 @@ def on_reset() -> None:
 
 
 def history_frame(tokenizer, hist: list[dict]) -> pd.DataFrame:
+    lang = current_lang()
     return pd.DataFrame([{
         t("next_token.col_step"): i + 1,
         t("common.token"): token_label(tokenizer, h["id"]),
-        t("common.prob"): f"{h['prob']:.2%}",
+        t("common.prob"): percent(h["prob"], 2, lang),
         t("common.rank"): h["rank"],
-        t("next_token.col_entropy"): round(h["entropy"], 3),
+        t("next_token.col_entropy"): fixed(h["entropy"], 3, lang),
         t("next_token.col_how"): t("next_token.how_greedy") if h["how"] == "greedy"
         else t("next_token.how_sample", seed=h["seed"]),
     } for i, h in enumerate(hist)])
@@ -248,8 +260,8 @@ class NextSettings:
 
 def settings_form() -> NextSettings:
     """The prompt and the processors' settings, each kept across page switches (``next_token.<name>``)."""
-    prompt = persisted(st.text_area, t("next_token.prompt"), "next_token.prompt", t("next_token.default_prompt"),
-                       height=80)
+    prompt = persisted(st.text_area, t("next_token.prompt"), "next_token.prompt",
+                       localized("next_token.prompt", "next_token.default_prompt"), height=80)
     c = st.columns(6)
     temperature = persisted(c[0].number_input, t("decoding.temperature"), "next_token.temperature", 0.8, step=0.1,
                             format="%.2f", help=t("decoding.temperature_help"))
@@ -296,7 +308,7 @@ def current_step(lm, s: NextSettings) -> Step | None:
     d = distribution(lm, ids, checked)
     texts, probs = sequence_parts(tok, hist)
     st.markdown(f"**{t('next_token.sequence', n=len(ids))}**")
-    st.html(tokens_html(prompt.text, texts, probs))
+    st.html(tokens_html(prompt.text, texts, probs, current_lang()))
     if hist and hist[-1]["id"] == tok.eos_id:
         st.info(t("next_token.eos_chosen", token=token_label(tok, tok.eos_id)))
     return Step(ids, d, checked, hist)
@@ -327,7 +339,8 @@ def render_guess(tok, step: Step, top_n: int, guess_mode: bool) -> bool:
     done = revealed(ids) if guess_mode else None
     if done:
         key = "next_token.guess_top" if done["rank"] == 1 else "next_token.guess_result"
-        st.success(t(key, token=done["label"], rank=done["rank"], prob=done["prob"]))
+        st.success(t(key, token=done["label"], rank=done["rank"],
+                     prob=percent(done["prob"], 1 if done["rank"] == 1 else 2, current_lang())))
         if done["note"]:
             st.caption(t(f"next_token.guess_note_{done['note']}"))
     return hidden
@@ -336,17 +349,21 @@ def render_guess(tok, step: Step, top_n: int, guess_mode: bool) -> bool:
 def render_distribution(tok, d: Distribution, top_n: int) -> None:
     """The top-N table and the raw softmax, then each processor's effect."""
     labels, stage_list = stages(tok, d, top_n)
+    lang = current_lang()
     left, right = st.columns([1, 1])
     with left:
         st.markdown(f"**{t('next_token.top_header', n=top_n)}**")
         st.dataframe(top_table(tok, d, top_n), hide_index=True, width="stretch", height=35 * (len(labels) + 1) + 3)
-        st.caption(t("next_token.entropy", h0=d.entropy_raw, h1=d.entropy_final, v=d.raw.numel()))
-    right.plotly_chart(prob_bars(labels, stage_list[0]["before"], t("next_token.raw_title", h=d.entropy_raw)),
+        st.caption(t("next_token.entropy", h0=fixed(d.entropy_raw, 2, lang), h1=fixed(d.entropy_final, 2, lang),
+                     v=number(d.raw.numel(), lang)))
+    right.plotly_chart(prob_bars(labels, stage_list[0]["before"], t("next_token.raw_title",
+                                                                   h=fixed(d.entropy_raw, 2, lang)), lang=lang),
                        width="stretch", key="next_token.raw_fig")
     st.markdown(f"**{t('next_token.stages_header')}**")
     if len(stage_list) > 1:
         st.plotly_chart(stage_bars(labels, stage_list[1:], t("next_token.before"), t("next_token.after"),
-                                   t("next_token.removed"), cols=3), width="stretch", key="next_token.stage_fig")
+                                   t("next_token.removed"), cols=3, lang=lang), width="stretch",
+                        key="next_token.stage_fig")
         if d.views:
             st.dataframe(stage_table(d), hide_index=True, width="stretch")
     else:
@@ -377,4 +394,5 @@ def render_history(tok, hist: list[dict]) -> None:
     a, b = st.columns([5, 3])
     a.dataframe(history_frame(tok, hist), hide_index=True, width="stretch")
     b.plotly_chart(history_chart([h["prob"] for h in hist], [h["entropy"] for h in hist], t("common.prob"),
-                                 t("next_token.col_entropy"), t("next_token.history_chart")), width="stretch")
+                                 t("next_token.col_entropy"), t("next_token.history_chart"), current_lang()),
+                   width="stretch")

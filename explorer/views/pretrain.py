@@ -12,11 +12,12 @@ from gpt_core.errors import GPTCoreError
 
 from explorer import runs as R
 from explorer.corpus import training_text
-from explorer.ui.i18n import t
+from explorer.ui.i18n import LANGS, lookup, t
 from explorer.ui.model_store import DEVICE_KEY, current_model, store, tokenizer_label
 from explorer.ui.state import get, persisted, set_value
 from explorer.views import training_form as W
 from explorer.views.data import origin_of, pick_corpus
+from explorer.views.decoding_settings import follow_language
 
 A = "pretrain"
 ARCH_NAMES = ("n_layers", "n_heads", "d_model", "context")
@@ -54,7 +55,7 @@ def _data():
     """The corpus picker and the prompt of the live samples -> (corpus or None, hint, prompt)."""
     st.markdown(f"**{t('training.pre.data')}**")
     labels = {"source": t("training.pre.source"), "paste": t("training.pre.paste"),
-              "paste_default": t("training.pre.paste_default"), "upload": t("training.pre.upload"),
+              "paste_default": "training.pre.paste_default", "upload": t("training.pre.upload"),
               "upload_hint": t("training.pre.upload_hint")}
     corpus, hint, problem = None, None, None
     try:
@@ -62,7 +63,8 @@ def _data():
     except GPTCoreError as exc:
         problem = exc
     source = get(f"{A}.source")
-    default_prompt = R.SAMPLE_PROMPTS.get(source, t("training.pre.prompt_default"))
+    by_lang = {lang: R.SAMPLE_PROMPTS.get(source, lookup("training.pre.prompt_default", lang)) for lang in LANGS}
+    default_prompt = follow_language(f"{A}.prompt", by_lang)  # pasted text: the prompt in the UI language
     if get(f"{A}.prompt_for") != source:  # a new source suggests its own prompt
         st.session_state[f"{A}.prompt_for"] = source
         set_value(f"{A}.prompt", default_prompt)

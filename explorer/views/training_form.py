@@ -23,6 +23,7 @@ from gpt_core.train import parse_learning_rate
 from explorer import runs as R
 from explorer.corpus import records_for
 from explorer.figures import training as F
+from explorer.figures.bars import fixed, percent
 from explorer.jobs import get_manager
 from explorer.ui.i18n import current_lang, t
 from explorer.ui.messages import decimal, number, plain, say
@@ -66,6 +67,12 @@ def size_text(n_bytes: float) -> str:
 
 def thousands(n: int) -> str:
     return number(int(n), current_lang())
+
+
+def sci(x: float) -> str:
+    """A learning rate such as 3.00e-04 (decimal comma in French)."""
+    text = f"{x:.2e}"
+    return text.replace(".", ",") if current_lang() == "fr" else text
 
 
 # ================================================================ cached
@@ -177,12 +184,12 @@ def _progress(snap, live: bool) -> None:
     m = st.columns(4)
     m[0].metric(t("training.m.train_loss"), decimal(snap.train_loss[-1]) if snap.train_loss else "–")
     m[1].metric(t("training.m.val_loss"), decimal(snap.val_loss[-1]) if snap.val_loss else "–")
-    m[2].metric(t("training.m.lr"), f"{snap.lr[-1]:.2e}" if snap.lr else "–")
+    m[2].metric(t("training.m.lr"), sci(snap.lr[-1]) if snap.lr else "–")
     speed = snap.tokens_seen / snap.elapsed if snap.elapsed else 0
     m[3].metric(t("training.m.speed"), f"{count_text(speed)}/s" if speed else "–")
     st.plotly_chart(F.loss_curve(snap.train_steps, snap.train_loss, snap.val_steps, snap.val_loss,
                                  (t("training.curve.train"), t("training.curve.val")), t("training.curve.title"),
-                                 t("training.curve.x"), t("training.curve.y")),
+                                 t("training.curve.x"), t("training.curve.y"), lang=current_lang()),
                     width="stretch", key=f"loss.{snap.job_id}.{'live' if live else 'final'}")
     if snap.samples:
         _samples(snap)
@@ -295,37 +302,38 @@ def _answers(cmp: dict, task: str) -> None:
     dist = cmp.get("dist")
     if dist:
         st.plotly_chart(F.compare_bars(dist["labels"], dist["before"], dist["after"], names,
-                                       t("training.dist_title")), width="stretch")
+                                       t("training.dist_title"), current_lang()), width="stretch")
 
 
 def _classify(cmp: dict) -> None:
-    rep = cmp["report"]
+    rep, lang = cmp["report"], current_lang()
     m = st.columns(3)
-    m[0].metric(t("training.acc_before"), f"{cmp['accuracy_before']:.0%}")
-    m[1].metric(t("training.acc_after"), f"{rep['accuracy']:.0%}", delta=t(
+    m[0].metric(t("training.acc_before"), percent(cmp["accuracy_before"], 0, lang))
+    m[1].metric(t("training.acc_after"), percent(rep["accuracy"], 0, lang), delta=t(
         "training.vs_majority", pts=f"{(rep['accuracy'] - rep['majority_baseline']) * 100:+.0f}"))
-    m[2].metric(t("training.majority_metric"), f"{rep['majority_baseline']:.0%}",
+    m[2].metric(t("training.majority_metric"), percent(rep["majority_baseline"], 0, lang),
                 help=t("training.majority_help", label=rep["majority_label"]))
     left, right = st.columns(2)
     left.plotly_chart(F.confusion_heatmap(rep["confusion_matrix"], rep["labels"], t("training.confusion", n=rep["n"]),
-                                          t("training.predicted"), t("training.true"), t("training.count")),
+                                          t("training.predicted"), t("training.true"), t("training.count"), lang),
                       width="stretch")
-    right.dataframe([{t("training.class"): k, "precision": round(v["precision"], 2), "recall": round(v["recall"], 2),
-                      "F1": round(v["f1"], 2), "support": v["support"]} for k, v in rep["per_class"].items()],
+    right.dataframe([{t("training.class"): k, t("training.precision"): fixed(v["precision"], 2, lang),
+                      t("training.recall"): fixed(v["recall"], 2, lang), "F1": fixed(v["f1"], 2, lang),
+                      t("training.support"): v["support"]} for k, v in rep["per_class"].items()],
                     hide_index=True, width="stretch")
     right.dataframe([{t("training.true"): r["label"], t("training.before"): r["before"], t("training.after"): r["after"],
                       t("training.text"): r["text"]} for r in cmp["rows"]], hide_index=True, width="stretch")
     if cmp.get("dist"):
         d = cmp["dist"]
         st.plotly_chart(F.compare_bars(d["labels"], d["before"], d["after"], (t("training.before"), t("training.after")),
-                                       t("training.class_dist")), width="stretch")
+                                       t("training.class_dist"), lang), width="stretch")
 
 
 def _try_output(run: R.TrainedRun, out: dict) -> None:
     names = (t("training.before"), t("training.after"))
     if run.task == "classify":
         st.plotly_chart(F.compare_bars(out["labels"], [0.0] * len(out["labels"]), out["after"],
-                                       ("", names[1]), t("training.class_dist")), width="stretch")
+                                       ("", names[1]), t("training.class_dist"), current_lang()), width="stretch")
         return
     for col, key, name in zip(st.columns(2), ("before_text", "after_text"), names):
         if key in out:
@@ -333,7 +341,7 @@ def _try_output(run: R.TrainedRun, out: dict) -> None:
             col.code(_one_line(out[key]), language=None, wrap_lines=True)
     if out.get("dist"):
         st.plotly_chart(F.compare_bars(out["dist"]["labels"], out["dist"]["before"], out["dist"]["after"],
-                                       names, t("training.dist_title")), width="stretch")
+                                       names, t("training.dist_title"), current_lang()), width="stretch")
 
 
 def _try_prompt(run: R.TrainedRun, area: str) -> None:

@@ -43,9 +43,12 @@ def validate_request(prompt_len: int, max_new_tokens: int, context_length: int) 
 def prepare_prompt(tokenizer, text: str, context_length: int, reserve: int = 1) -> tuple[list[int], list[Message]]:
     """Encode ``text`` into ids ready for generation, with notes for the user.
 
-    * empty text -> the tokenizer's start token (BOS, else EOS such as GPT-2's <|endoftext|>);
-    * too long -> keep the last ``context_length - reserve`` tokens, so that at
-      least ``reserve`` new tokens fit in the window.
+    * the ids start with what the model expects before any input (``tokenizer.model_prefix``,
+      Gemma's BOS): :meth:`encode_for_model`;
+    * empty text -> the tokenizer's start token (that prefix, else BOS, else EOS such as
+      GPT-2's <|endoftext|>);
+    * too long -> keep the last ``context_length - reserve`` tokens (the prefix stays first),
+      so that at least ``reserve`` new tokens fit in the window.
     """
     if not isinstance(text, str):
         raise InvalidInput("decoding.prompt_not_text", "The prompt must be text, not {kind}.",
@@ -55,16 +58,17 @@ def prepare_prompt(tokenizer, text: str, context_length: int, reserve: int = 1) 
         raise InvalidInput("decoding.bad_reserve", "reserve must be between 1 and {max} tokens (got {value}).",
                            max=context_length - 1, value=reserve)
     notes: list[Message] = []
-    ids = list(tokenizer.encode(text)) if text else []
-    if not ids:
-        start = _special_id(tokenizer, "bos")
+    prefix = list(getattr(tokenizer, "model_prefix", ()))  # Gemma: its BOS, before every input
+    ids = list(tokenizer.encode_for_model(text)) if text else list(prefix)
+    if len(ids) == len(prefix):  # no token of text
+        start = prefix[0] if prefix else _special_id(tokenizer, "bos")
         if start is None:
             start = _special_id(tokenizer, "eos")
         if start is None:
             raise InvalidInput("decoding.no_start_token",
                                "The prompt is empty and this tokenizer has no start or end-of-text token "
                                "to begin with: type a few words.")
-        ids = [start]
+        ids = list(prefix) or [start]
         notes.append(note("decoding.started_from_special",
                           "Empty prompt: generation starts from the special token {token} (id {id}).",
                           token=tokenizer.decode([start]), id=start))
@@ -73,7 +77,7 @@ def prepare_prompt(tokenizer, text: str, context_length: int, reserve: int = 1) 
         notes.append(note("decoding.prompt_cut",
                           "The prompt has {n} tokens but the context window holds {ctx}: "
                           "only its last {keep} tokens are kept.", n=len(ids), ctx=context_length, keep=keep))
-        ids = ids[-keep:]
+        ids = prefix + ids[len(prefix):][len(ids) - keep:] if len(prefix) < keep else ids[-keep:]
     return ids, notes
 
 
