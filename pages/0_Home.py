@@ -4,7 +4,7 @@ import streamlit as st
 from explorer.figures.bars import prob_bars
 from explorer.figures.tokens import chips_html
 from explorer.views.home import licences, model_card_rows, quick_look
-from explorer.ui.i18n import t
+from explorer.ui.i18n import current_lang, t
 from explorer.ui.model_store import current_model, label_of
 from explorer.ui.text_input import text_area_checked
 
@@ -27,7 +27,7 @@ if checked.ok:
     st.html(chips_html(look.pieces, look.text))
     st.caption(t("home.n_tokens", n=len(look.pieces)))
     left, right = st.columns([3, 2])
-    left.plotly_chart(prob_bars(look.labels, look.probs, t("home.next_title")), width="stretch")
+    left.plotly_chart(prob_bars(look.labels, look.probs, t("home.next_title"), lang=current_lang()), width="stretch")
     right.dataframe(look.table, hide_index=True, width="stretch")
 
 with st.expander(t("home.licences")):

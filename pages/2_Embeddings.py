@@ -2,14 +2,15 @@
 import streamlit as st
 
 from explorer.views import embeddings as V
-from explorer.ui.i18n import t
+from explorer.ui.i18n import current_lang, t
+from explorer.ui.messages import number
 from explorer.ui.model_store import current_model, label_of
 
 lm = current_model()
 info = V.model_info(lm)
 st.title(t("embeddings.title"))
 st.caption(t("embeddings.intro"))
-st.caption(t("embeddings.model_line", label=label_of(lm.source), vocab=info.vocab_size, d=info.d_model,
+st.caption(t("embeddings.model_line", label=label_of(lm.source), vocab=number(info.vocab_size, current_lang()), d=info.d_model,
              kind=t(f"embeddings.kind_{info.position_kind}")))
 
 st.subheader(t("embeddings.input_title"))
