@@ -33,7 +33,7 @@ def test_home_shows_model_card_and_top10(app):
     assert abs(sum(fig["data"][0]["x"]) - 1) < 1  # probabilities
     table = app.dataframe[0].value
     assert len(table) == 10
-    assert table.iloc[0, 1].startswith("“ lit”") and table.iloc[0, 2] == "22,93\u202f%"  # French percent
+    assert table.iloc[0, 1].startswith("“ lit”") and table.iloc[0, 2] == "22,99\u202f%"  # French percent
 
 
 def test_home_names_the_gemma_licence(app):
