@@ -3,7 +3,14 @@
 Everything here takes the attention list of a :class:`gpt_core.trace.Trace`
 (``n_layers`` tensors of shape ``(n_heads, T, T)``, rows summing to 1, zero
 above the diagonal) and returns plain numbers or numpy arrays, so any backend
-(our GPT, GPT-2, SmolLM2 with grouped-query attention) is read the same way.
+(our GPT, GPT-2, SmolLM2 with grouped-query attention, Gemma 3 with one
+key/value head and sliding-window layers) is read the same way.
+
+Sliding-window layers (``ModelInfo.attention_windows[l] = W``): query ``i``
+sees the keys ``i - W < j <= i`` only (W keys, itself included), so weights
+on keys ``j <= i - W`` are exactly 0 (:func:`window_mask`). When the text has
+no more than ``W`` tokens the window covers it all and the layer behaves like
+a global one (:func:`window_applies`).
 
 Scores of one head, averaged over query positions:
 
@@ -11,7 +18,8 @@ Scores of one head, averaged over query positions:
 * ``first`` weight on the first token of the text (an "attention sink");
 * ``self``  weight on itself;
 * ``entropy`` spread of each row, in bits; ``norm_entropy`` divides it by its
-  maximum ``log2(i + 1)`` for query ``i``, so 1 means "uniform over the past".
+  maximum ``log2(n)`` where query ``i`` sees ``n = i + 1`` keys (``min(i + 1, W)``
+  on a sliding-window layer), so 1 means "uniform over what it can see".
 
 Query 0 can only look at itself and query 1's previous token *is* the first
 token, so when the text has 3 tokens or more the three scores use queries
@@ -104,15 +112,31 @@ def _score_rows(T: int) -> slice:
     return slice(2, T) if T >= 3 else slice(1, T)
 
 
-def head_scores(attn: torch.Tensor) -> HeadScores:
-    """Scores of every head of one layer; ``attn`` is (n_heads, T, T)."""
+def _keys_seen(T: int, windows: list[int | None] | None, n_rows: int) -> torch.Tensor:
+    """(n_rows, T - 1): how many keys query i >= 1 sees, per pattern row (``windows`` one per row, or None)."""
+    seen = torch.arange(2, T + 1, dtype=torch.float32).expand(n_rows, T - 1)
+    if windows is None:
+        return seen
+    caps = torch.tensor([float(w) if w else math.inf for w in windows], dtype=torch.float32)
+    return torch.minimum(seen, caps[:, None])
+
+
+def head_scores(attn: torch.Tensor, windows: list[int | None] | None = None) -> HeadScores:
+    """Scores of every head of one layer; ``attn`` is (n_heads, T, T).
+
+    ``windows`` (one per head, None = global) only changes ``norm_entropy``:
+    a query on a sliding-window layer is compared with a uniform row over its window."""
     a = _check_pattern(attn)
     H, T, _ = a.shape
+    if windows is not None and len(windows) != H:
+        raise InvalidInput("attention.bad_windows", "{n} sliding windows for {heads} attention patterns.",
+                           n=len(windows), heads=H)
     ent_rows = -torch.special.xlogy(a, a).sum(-1) / math.log(2)        # (H, T) bits; 0 log 0 = 0
     entropy = ent_rows.mean(-1)
     if T >= 2:
-        max_ent = torch.log2(torch.arange(2, T + 1, dtype=torch.float32))  # query i sees i+1 keys
-        norm_entropy = (ent_rows[:, 1:] / max_ent).mean(-1)
+        max_ent = torch.log2(_keys_seen(T, windows, H))                  # (H, T - 1)
+        norm = torch.where(max_ent > 0, ent_rows[:, 1:] / max_ent.clamp_min(1e-12), torch.nan)
+        norm_entropy = norm.nanmean(-1)
     else:
         norm_entropy = torch.full((H,), float("nan"))
     rows = torch.arange(T)[_score_rows(T)]
@@ -138,14 +162,19 @@ def classify(prev: float, first: float, self_: float, norm_entropy: float) -> st
     return "mixed"
 
 
-def head_grid(attentions: list[torch.Tensor]) -> HeadGrid:
-    """Scores and types of every head of every layer (all layers scored in one pass)."""
+def head_grid(attentions: list[torch.Tensor], windows: list[int | None] | None = None) -> HeadGrid:
+    """Scores and types of every head of every layer (all layers scored in one pass).
+
+    ``windows``: one per layer (None = global), as ``ModelInfo.attention_windows``."""
     if not attentions:
         raise InvalidInput("attention.no_pattern", "The model returned no attention pattern.")
     L = len(attentions)
     H = int(attentions[0].shape[0])
+    if windows is not None and len(windows) != L:
+        raise InvalidInput("attention.bad_windows", "{n} sliding windows for {heads} attention patterns.",
+                           n=len(windows), heads=L)
     stacked = torch.cat([torch.as_tensor(a) for a in attentions])      # (L * H, T, T)
-    s = head_scores(stacked)
+    s = head_scores(stacked, None if windows is None else [w for w in windows for _ in range(H)])
     stack = {f: getattr(s, f).reshape(L, H) for f in ("entropy", "norm_entropy", "prev", "first", "self_")}
     kinds = [
         [classify(stack["prev"][l, h], stack["first"][l, h], stack["self_"][l, h], stack["norm_entropy"][l, h])
@@ -167,6 +196,27 @@ def head_matrix(attentions: list, layer: int, head: int) -> np.ndarray:
 def causal_mask(T: int) -> np.ndarray:
     """True where a query may NOT look (keys in its future): above the diagonal."""
     return np.triu(np.ones((T, T), dtype=bool), k=1)
+
+
+def layer_windows(info, n_layers: int | None = None) -> list[int | None]:
+    """One entry per layer: None for global attention, else the sliding window (from ``ModelInfo``)."""
+    n = int(info.n_layers if n_layers is None else n_layers)
+    windows = list(getattr(info, "attention_windows", None) or [])
+    if len(windows) != n:
+        return [None] * n
+    return [int(w) if w else None for w in windows]
+
+
+def window_mask(T: int, window: int | None) -> np.ndarray:
+    """True where a query may not look because the key left its sliding window (``j <= i - window``)."""
+    if not window:
+        return np.zeros((T, T), dtype=bool)
+    return np.tril(np.ones((T, T), dtype=bool), k=-int(window))
+
+
+def window_applies(T: int, window: int | None) -> bool:
+    """Does the window hide anything in a text of ``T`` tokens? (No when the text fits in the window.)"""
+    return bool(window) and T > int(window)
 
 
 def grid_panels(attentions: list[torch.Tensor], layers: list[int] | range) -> list[tuple[int, int, np.ndarray]]:
@@ -248,9 +298,13 @@ def clamp_index(value, n: int) -> tuple[int, str | None]:
 @torch.no_grad()
 def analyse_attention(model, ids) -> tuple[list[np.ndarray], HeadGrid, "ModelInfo"]:
     """Everything the Attention page computes: patterns of every head (float32 numpy,
-    n_layers x (n_heads, T, T)), their scores and types, and the model's description."""
-    from .trace import run_with_cache
+    n_layers x (n_heads, T, T)), their scores and types, and the model's description
+    (``info.attention_windows`` says which layers slide).
 
-    _, trace = run_with_cache(model, ids)
+    The vocabulary head runs on the last position only (:func:`gpt_core.logit_lens.lean_trace`): no
+    logits are drawn here, and for Gemma's 262k tokens all of them would cost more than all the blocks."""
+    from .logit_lens import lean_trace
+
+    trace = lean_trace(model, ids)
     attn = [a.float().cpu() for a in trace.attentions]
-    return [a.numpy() for a in attn], head_grid(attn), trace.info
+    return [a.numpy() for a in attn], head_grid(attn, layer_windows(trace.info, len(attn))), trace.info

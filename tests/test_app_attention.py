@@ -1,4 +1,5 @@
-"""AppTest of the Attention, Logit lens and Architecture pages on both offline backends."""
+"""AppTest of the Attention, Logit lens and Architecture pages on the offline backends, and of the
+Attention and Logit lens pages in French and English on each language's default model."""
 import base64
 import inspect
 import json
@@ -11,18 +12,23 @@ from streamlit.testing.v1 import AppTest
 from shown import assert_said, shown
 
 import gpt_core.model as model_module
+from explorer.ui.i18n import lookup
+from explorer.ui.messages import number
 from gpt_core.architecture import MODULE_NAMES
+from gpt_core.logit_lens import native_bf16
+from gpt_core.registry import default_model
 
 ATTENTION = "../pages/3_Attention.py"
 LENS = "../pages/4_Logit_lens.py"
 ARCH = "../pages/5_Architecture.py"
 BACKENDS = ["smollm2-embedded", "tiny-random"]
-SHAPE = {"smollm2-embedded": (30, 9), "tiny-random": (2, 4)}  # layers, query heads
+SHAPE = {"smollm2-embedded": (30, 9), "tiny-random": (2, 4), "gemma3-embedded": (18, 4)}  # layers, query heads
 
 
 def run(page, model, text=None, query=None, session=None, lang=None):
     at = AppTest.from_file(page, default_timeout=180)
-    at.session_state["app.model"] = model
+    if model is not None:  # None: the sidebar's default for the language
+        at.session_state["app.model"] = model
     if lang:
         at.session_state["app.lang"] = lang
     for key, value in (session or {}).items():
@@ -133,9 +139,9 @@ def test_logit_lens_hostile_text_and_english():
 
 
 # ---------------------------------------------------------------- architecture
-@pytest.mark.parametrize("model", BACKENDS)
-def test_architecture_page(model):
-    at = run(ARCH, model)
+# (the pages of Llama-style and Gemma models are tested in tests/test_architecture_page.py)
+def test_architecture_page_of_our_gpt():
+    at = run(ARCH, "tiny-random")
     codes = [c.value for c in at.code]  # st.code drops the final newline
     assert codes == [inspect.getsource(getattr(model_module, n)).rstrip("\n") for n in MODULE_NAMES]
     badge = " ".join(m.value for m in at.markdown if "badge" in m.value)
@@ -145,13 +151,8 @@ def test_architecture_page(model):
     shapes = at.dataframe[0].value
     assert shapes.iloc[0, 0] == "tok_emb" and shapes.iloc[-1, 0] == "out_head"
     assert "(1, 6, 50257)" == shapes.iloc[-1, 3]  # "Le chat dort sur le" = 6 GPT-2 tokens, GPT-2 vocabulary
-    info = messages(at, ("info",))
-    if model == "smollm2-embedded":
-        assert "n'est pas un GPT from-scratch" in info and "GPT-2 réduite" in info
-        assert "aléatoire (graine 0) de configuration GPT-2 réduite" in " ".join(c.value for c in at.caption)
-    else:
-        assert "GPT minuscule" in info
-        assert "exécutant exactement les mêmes poids" in " ".join(c.value for c in at.caption)
+    assert "GPT minuscule" in messages(at, ("info",))
+    assert "exécutant exactement les mêmes poids" in " ".join(c.value for c in at.caption)
 
 
 def test_architecture_too_long_text_is_cut():
@@ -182,3 +183,103 @@ def test_lens_and_architecture_hostile_text_in_the_ui_language(lang):
                             (ARCH, "", "input.empty"), (ARCH, "mot " * 400, "input.truncated_tokens")):
         at = run(page, "tiny-random", text=text, lang=lang)
         assert_said(messages(at), key, lang)
+
+
+# ------------------------------------------- French and English, on each language's default model
+LANGS = ["fr", "en"]
+NEXT_WORD = {"fr": " cinq", "en": " Paris"}   # what the default lens text ends on, with Gemma 3 and SmolLM2
+
+
+def said(key: str, lang: str, **fmt) -> str:
+    return lookup(key, lang).format(**fmt)
+
+
+def ticks(fig: dict, axis: str = "xaxis") -> list[str]:
+    return list(fig["layout"][axis]["ticktext"])
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_attention_page_in_the_languages_default_model(lang):
+    model = default_model(lang)
+    at = run(ATTENTION, None, lang=lang)
+    n_layers, n_heads = SHAPE[model]
+    assert at.title[0].value == said("attention.title", lang)
+    assert at.text_area[0].value == said("attention.default_text", lang)
+    head, summary, _grid = figures(at)
+    assert arr(summary["data"][0]["z"]).shape == (n_layers, n_heads)
+    z = arr(head["data"][0]["z"])
+    np.testing.assert_allclose(np.nansum(z, axis=1), np.ones(len(z)), atol=1e-4)
+    frame = at.get("iframe")[0].proto.srcdoc
+    assert said("attention.bvl_layer_select", lang) + " <select" in frame
+    if lang == "fr":
+        assert "Layer: <select" not in frame
+    if model != "gemma3-embedded":
+        return
+    # Gemma 3: <bos> first, one shared K/V head, five sliding-window layers then one global
+    assert ticks(head)[0] == "0·&lt;bos&gt;"                           # shown as "<bos>", never read as markup
+    layers, heads = at.selectbox[0].options, at.selectbox[1].options
+    assert layers[0] == said("attention.layer_sliding", lang, l=0, w=number(512, lang))
+    assert [i for i, o in enumerate(layers) if o == said("attention.layer_global", lang, l=i)] == [5, 11, 17]
+    assert heads == [said("attention.head_mqa", lang, h=h) for h in range(4)]
+    text = messages(at)
+    for key in ("attention.mqa", "attention.windows", "attention.window_covers"):
+        assert_said(text, key, lang)
+    captions = " ".join(c.value for c in at.caption)
+    for key in ("attention.bos_sink", "attention.window_covers_caption", "attention.first_is_bos"):
+        assert_said(captions, key, lang)
+    assert ticks(summary, "yaxis")[5] == f"5 · {said('attention.short_global', lang)}"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_attention_hide_bos_rescales_the_rest(lang):
+    if default_model(lang) != "gemma3-embedded":
+        pytest.skip("the default model has no <bos>")
+    at = run(ATTENTION, None, lang=lang, query={"layer": "7", "head": "0"})
+    full = arr(figures(at)[0]["data"][0]["z"])
+    at.toggle[0].set_value(True).run()
+    assert not at.exception
+    head = figures(at)[0]
+    z = arr(head["data"][0]["z"])
+    T = len(full)
+    assert z.shape == (T - 1, T - 1) and ticks(head)[0].startswith("1·")
+    np.testing.assert_allclose(z, full[1:, 1:], atol=1e-6)          # same weights, the <bos> row and column gone
+    top = float(np.nanmax(z))
+    assert head["data"][0]["zmax"] == pytest.approx(top, abs=1e-6)  # colours rescaled to what is left
+    subtitle = head["layout"]["title"]["subtitle"]["text"]
+    assert said("attention.rescaled", lang, top="@").split("@")[0].replace("<", "&lt;").replace(">", "&gt;") in subtitle
+    assert said("attention.sub_sliding", lang, w="512") in subtitle
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_logit_lens_page_in_the_languages_default_model(lang):
+    model = default_model(lang)
+    at = run(LENS, None, lang=lang)
+    n_layers = SHAPE[model][0]
+    assert at.title[0].value == said("logit_lens.title", lang)
+    assert at.text_area[0].value == said("logit_lens.default_text", lang)
+    table, ranks = figures(at)
+    cells = table["data"][0]
+    assert arr(cells["z"]).shape[0] == n_layers + 1
+    assert cells["text"][-1][-1] == "✓ " + NEXT_WORD[lang]            # the model's own next word
+    assert all(text.startswith("✓") for text in cells["text"][-1])
+    assert arr(ranks["data"][0]["y"])[-1] == 1
+    hover = cells["customdata"][-1][-1]
+    assert NEXT_WORD[lang] in hover and ("," if lang == "fr" else ".") in hover.split("%")[0][-5:]
+    captions = " ".join(c.value for c in at.caption)
+    assert_said(captions, "logit_lens.applied", lang)
+    assert_said(captions, "logit_lens.no_softcap", lang)
+    if native_bf16():
+        assert_said(captions, "logit_lens.precision", lang)
+    if model == "gemma3-embedded":
+        assert "Gemma3RMSNorm" in captions
+
+
+def test_token_labels_are_never_read_as_markup():
+    text = "<b>gras</b> <a href='https://x.test'>lien</a> <br> fin"
+    at = run(ATTENTION, "tiny-random", text=text)
+    labels = " ".join(ticks(figures(at)[0]))
+    assert "&lt;" in labels and "&gt;" in labels and "<" not in labels and ">" not in labels
+    at = run(LENS, "tiny-random", text=text)
+    table = figures(at)[0]
+    shown_text = " ".join(ticks(table)) + " ".join(" ".join(row) for row in table["data"][0]["text"])
+    assert "<" not in shown_text and ">" not in shown_text

@@ -253,3 +253,26 @@ def test_bertviz_rejects_bad_layers(layers):
     atts = [causal_softmax(torch.zeros(2, 3, 3))] * 2
     with pytest.raises(ValueError):
         bertviz_offline.bertviz_html(atts, ["a", "b", "c"], layers=layers)
+
+
+@needs_vendor
+@pytest.mark.parametrize("view", ["head", "model"])
+def test_bertviz_words_follow_the_ui_language(view):
+    _, trace = run_with_cache(tiny_gpt(), [1, 2, 3])
+    french = {"layer_select": "Couche :", "layers": "Couches", "heads": "Têtes", "detail_layer": "Couche ",
+              "detail_head": ", tête "}
+    html = bertviz_offline.bertviz_html(trace.attentions, ["a", "b", "c"], view=view, labels=french)
+    english = bertviz_offline.bertviz_html(trace.attentions, ["a", "b", "c"], view=view)
+    if view == "head":
+        assert "Couche : <select" in html and "Layer: <select" not in html and "Layer: <select" in english
+    else:
+        assert '.text("T\\u00eates")' in html and '.text("Couches")' in html
+        assert '.text("Couche " + config.layers[layerIndex] + ", t\\u00eate " + config.heads' in html
+        assert '.text("Heads")' in english and '.text("Heads")' not in html and "'Layer '" not in html
+
+
+def test_bertviz_labels_are_escaped():
+    head, code = bertviz_offline.translate('Layer: <select id="layer">', '.text("Heads")',
+                                           {"layer_select": "<b>C</b>", "heads": '"</script>'})
+    assert head == '&lt;b&gt;C&lt;/b&gt; <select id="layer">'
+    assert code == '.text("\\"<\\/script>")'

@@ -113,3 +113,29 @@ def test_the_guard_really_blocks_the_network(browser, tmp_path):
     finally:
         page.close()
     assert any("cdnjs" in url for url in blocked)
+
+
+def test_bertviz_model_view_speaks_french(browser, tmp_path):
+    from explorer.figures.bertviz_html import bertviz_html
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("tiny").with_(vocab_size=100)).eval()
+    _, trace = run_with_cache(model, [5, 6, 7, 8])
+    french = {"layer_select": "Couche :", "layers": "Couches", "heads": "Têtes", "detail_layer": "Couche ",
+              "detail_head": ", tête "}
+    path = tmp_path / "model_fr.html"
+    path.write_text(bertviz_html(trace.attentions, ["<bos>", "Le", " chat", " dort"], view="model", labels=french),
+                    encoding="utf-8")
+    page, blocked, errors = _open_offline(browser, path)
+    try:
+        page.wait_for_selector("svg text", timeout=15_000)
+        texts = page.eval_on_selector_all("svg text", "els => els.map(e => e.textContent)")
+        # a click on the first thumbnail (bertviz's transparent click region) opens the detail view
+        page.locator("svg rect[style*='opacity: 0']").first.dispatch_event("click")
+        page.wait_for_selector("svg text.detail", timeout=5_000)
+        detail = page.eval_on_selector_all("svg text", "els => els.map(e => e.textContent)")
+    finally:
+        page.close()
+    assert "Têtes" in texts and "Couches" in texts and "Heads" not in texts and "Layers" not in texts
+    assert any(t.startswith("Couche 0, tête 0") for t in detail), detail
+    assert blocked == [] and errors == []

@@ -54,7 +54,7 @@ def test_last_layer_is_the_models_own_prediction(make, n_layers):
 def test_middle_rows_match_a_manual_projection():
     model = ours()
     _, trace = run_with_cache(model, IDS)
-    lens = logit_lens(model, trace, k=3, positions=[2, -1])
+    lens = logit_lens(model, trace, k=3, positions=[2, -1], precision="float32")
     with torch.no_grad():
         for row in range(lens.n_rows):
             manual = model.out_head(model.final_norm(trace.resid[row][[2, 7]]))  # (2, V)

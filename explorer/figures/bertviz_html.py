@@ -8,9 +8,16 @@ before bertviz's code runs, so the page never touches the network.
 
 The HTML stays small: attention weights are rounded (3 decimals by default,
 written without the leading zero) and the caller chooses which layers to keep.
+
+bertviz's own words ("Layer:", "Layers", "Heads", "Layer 3, Head 1") can be
+said in the UI's language: ``labels`` replaces each exact fragment of
+bertviz's output (escaped for HTML or as a JavaScript string); a fragment a
+future bertviz no longer writes is simply left in English.
 """
 from __future__ import annotations
 
+import html as _html
+import json
 import re
 from pathlib import Path
 
@@ -25,6 +32,30 @@ _CDN_PATH = re.compile(r"(\b(?:d3|jquery)\s*:\s*)'https?://[^']*'")
 _HACK_COMMENT = re.compile(r";[ \t]*// HACK:[^\n]*")
 _ZERO = re.compile(r"(?<=[\[,])\s*0\.0(?=[,\]])")          # 0.0 -> 0
 _LEADING_ZERO = re.compile(r"(?<=[\[,])\s*0\.(?=\d)")  # 0.123 -> .123 (valid JavaScript)
+
+
+LABELS = ("layer_select", "layers", "heads", "detail_layer", "detail_head")
+# (label, exact bertviz fragment, how the label is written there): the HTML part, then the script
+_HTML_WORDS = (("layer_select", "Layer: <select", "{} <select"),)
+_JS_WORDS = (
+    ("heads", '.text("Heads")', ".text({})"),
+    ("layers", '.text("Layers")', ".text({})"),
+    ("detail_layer", ".text('Layer ' + config.layers", ".text({} + config.layers"),
+    ("detail_head", '+ ", Head " + config.heads', "+ {} + config.heads"),
+)
+
+
+def translate(head_html: str, code: str, labels: dict[str, str] | None) -> tuple[str, str]:
+    """bertviz's English words replaced by ``labels`` (keys in :data:`LABELS`; missing keys stay English)."""
+    if not labels:
+        return head_html, code
+    for key, fragment, pattern in _HTML_WORDS:
+        if labels.get(key):
+            head_html = head_html.replace(fragment, pattern.format(_html.escape(labels[key])))
+    for key, fragment, pattern in _JS_WORDS:
+        if labels.get(key):  # a JSON string is a JavaScript string; "</" cannot close the script
+            code = code.replace(fragment, pattern.format(json.dumps(labels[key]).replace("</", "<\\/")))
+    return head_html, code
 
 
 class VendorMissing(RuntimeError):
@@ -68,12 +99,13 @@ def check_layers(layers, n_layers: int) -> list[int]:
 
 def bertviz_html(attentions: list[torch.Tensor], tokens: list[str], view: str = "head",
                  layers=None, decimals: int = 3, vendor_dir: Path = VENDOR_DIR,
-                 initial_layer: int | None = None) -> str:
+                 initial_layer: int | None = None, labels: dict[str, str] | None = None) -> str:
     """A complete HTML document drawing bertviz's ``view`` ("head" or "model").
 
     ``attentions``: n_layers tensors (n_heads, T, T) as in a Trace; ``tokens``:
     T labels; ``layers``: indices of the layers to include (default all);
-    ``initial_layer``: the layer the head view opens on (if included).
+    ``initial_layer``: the layer the head view opens on (if included);
+    ``labels``: bertviz's words in the UI's language (see :func:`translate`).
     """
     from bertviz import head_view, model_view
 
@@ -104,6 +136,7 @@ def bertviz_html(attentions: list[torch.Tensor], tokens: list[str], view: str = 
         raise RuntimeError("unexpected bertviz output: no inline script")
     script = _CDN_PATH.sub(r"\1'inlined'", script)
     code, _, _tail = script.rpartition("</script>")
+    head, code = translate(head, code, labels)
     # bertviz's template marker also sits in a comment on the same line: drop that second copy
     code = _HACK_COMMENT.sub(";", code, count=1)
     code = _LEADING_ZERO.sub(".", _ZERO.sub("0", code)).replace("</", "<\\/")  # tokens cannot close the tag
