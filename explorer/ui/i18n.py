@@ -15,6 +15,7 @@ LOCALES = Path(__file__).resolve().parents[2] / "assets" / "locales"
 LANGS = {"fr": "Français", "en": "English"}
 DEFAULT_LANG = "fr"
 LANG_KEY = "app.lang"
+URL_PARAM = "lang"  # ?lang=fr|en keeps the language across a reload (explorer.ui.state writes it)
 
 
 @lru_cache(maxsize=None)
@@ -31,7 +32,10 @@ def lookup(key: str, lang: str) -> str | None:
 
 
 def current_lang() -> str:
-    lang = st.session_state.get(LANG_KEY, DEFAULT_LANG)
+    """The UI language: the session's choice; before the sidebar has drawn it, a valid ``?lang=`` of the URL."""
+    lang = st.session_state.get(LANG_KEY)
+    if lang is None:
+        lang = st.query_params.get(URL_PARAM)
     return lang if lang in LANGS else DEFAULT_LANG
 
 

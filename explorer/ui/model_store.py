@@ -12,15 +12,24 @@ from collections import OrderedDict
 import streamlit as st
 
 from gpt_core.errors import GPTCoreError
-from gpt_core.registry import DEFAULT_MODEL, LoadedModel, list_sources, load_with_fallback
+from gpt_core import registry
+from gpt_core.hub import hub_reachable
+from gpt_core.registry import LoadedModel, is_available_offline, list_sources, load_with_fallback
 
-from explorer.ui.i18n import t
+from explorer.ui.i18n import current_lang, t
 from explorer.ui.messages import plain, say
+from explorer.ui.state import guard_url
 
 MODEL_KEY = "app.model"
 DEVICE_KEY = "app.device"
 LOCAL_KEY = "app.local_dir"
 MAX_LOADED = 3
+OFFLINE_TTL_S = 300  # how long "which models load without the network" is trusted
+
+
+def default_model(lang: str) -> str:
+    """The model a page starts with in the UI language ``lang`` (one that speaks it)."""
+    return registry.default_model(lang)
 
 
 class ModelStore:
@@ -94,21 +103,50 @@ def tokenizer_label(tokenizer) -> str:
     return text if text != key else tokenizer.label
 
 
+@st.cache_data(ttl=OFFLINE_TTL_S, show_spinner=False)
+def _unavailable(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The hub models among ``keys`` that cannot load now: not in the local cache, and the hub out of reach."""
+    missing = tuple(k for k in keys if not is_available_offline(k))
+    return missing if missing and not hub_reachable() else ()
+
+
+def unavailable_models() -> dict[str, str]:
+    """key -> short name of the built-in models that need the hub while it cannot be reached."""
+    hub = {s.key: s for s in list_sources() if s.kind == "hub" and s.family != "hf-seq2seq"}
+    return {k: label_of(hub[k]).split(" — ")[0] for k in _unavailable(tuple(hub))}
+
+
 def model_choices() -> dict[str, str]:
-    """key -> label, embedded model first, then hub sources, fine-tuned models and tests."""
+    """key -> label of the models that can load now: embedded first, then hub sources, fine-tuned models, tests.
+
+    Hub models out of reach offline are left out (:func:`unavailable_models` names them)."""
     # seq2seq models (BARThez) are for the tokenizer lab; the model pages need a causal LM
-    choices = {s.key: label_of(s) for s in list_sources() if s.family != "hf-seq2seq"}
+    missing = unavailable_models()
+    choices = {s.key: label_of(s) for s in list_sources() if s.family != "hf-seq2seq" and s.key not in missing}
     for name in store().custom:
         choices[name] = t("sidebar.finetuned", name=name)
     return choices
 
 
+def _wanted_key() -> str:
+    """The model the session asks for; a hub model out of reach is replaced by the default, with a notice."""
+    fallback = default_model(current_lang())
+    key = st.session_state.get(MODEL_KEY) or fallback
+    if key == "local":
+        return st.session_state.get(LOCAL_KEY) or fallback
+    missing = unavailable_models()
+    if key in missing:
+        st.warning(t("sidebar.unavailable_used_default", name=plain(missing[key])), icon=":material/warning:")
+        st.session_state[MODEL_KEY] = fallback
+        return fallback
+    return key
+
+
 def current_model() -> LoadedModel:
     """The model chosen in the sidebar, loaded with a progress bar the first time."""
-    key = st.session_state.get(MODEL_KEY, DEFAULT_MODEL)
+    guard_url()  # a page run on its own (tests) checks its URL too; idempotent after the sidebar's call
+    key = _wanted_key()
     device = st.session_state.get(DEVICE_KEY, "cpu")
-    if key == "local":
-        key = st.session_state.get(LOCAL_KEY) or DEFAULT_MODEL
     found = store().peek(key, device)
     if found is not None:
         return found
@@ -122,7 +160,8 @@ def current_model() -> LoadedModel:
     except GPTCoreError as exc:  # a bad local directory, for instance
         bar.empty()
         st.error(t("sidebar.load_error", reason=plain(say(exc))))
-        st.session_state[MODEL_KEY] = DEFAULT_MODEL
-        lm = store().load(DEFAULT_MODEL, device, None)
+        fallback = default_model(current_lang())
+        st.session_state[MODEL_KEY] = fallback
+        lm = store().load(fallback, device, None)
     bar.empty()
     return lm

@@ -25,7 +25,7 @@ from explorer.figures import attention as fa
 from explorer.figures.bars import localize
 from explorer.figures import bertviz_html as bertviz
 from explorer.ui.i18n import current_lang, t
-from explorer.ui.messages import attempt, decimal, number
+from explorer.ui.messages import attempt, decimal, number, plain
 from explorer.ui.state import persisted, set_value
 from explorer.ui.text_input import fit_context
 from explorer.ui.token_chips import visible
@@ -130,7 +130,7 @@ def resolve_index(name: str, n: int, session: dict, query) -> tuple[int, str | N
     message = None
     if problem is not None:
         message = t(f"attention.bad_{problem}", what=t(f"attention.{name}_word"),
-                    value=str(raw)[:40], source=t(f"attention.from_{source}"), max=n - 1, used=index)
+                    value=plain(str(raw)[:40]), source=t(f"attention.from_{source}"), max=n - 1, used=index)
     session[key] = index
     return index, message
 
