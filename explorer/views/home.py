@@ -57,7 +57,7 @@ def quick_look(lm, text: str, k: int = 10) -> QuickLook:
         t("common.rank"): [r["rank"] for r in top],
         t("common.token"): labels,
         t("common.prob"): [percent(r["prob"], 2) for r in top],
-        t("common.logit"): [round(r["logit"], 2) for r in top],
+        t("common.logit"): [decimal(r["logit"], 2) for r in top],
     })
     return QuickLook(text, pieces, labels, [r["prob"] for r in top], table, notice)
 
