@@ -83,6 +83,8 @@ def test_attention_page(model):
     assert tiled.shape == (shown * (T + gap) - gap, n_heads * (T + gap) - gap)
     np.testing.assert_allclose(np.nan_to_num(tiled[:T, :T]), np.nan_to_num(z), atol=1e-6)  # panel L0 H0
     assert len(at.dataframe[0].value) == n_heads
+    scores = at.dataframe[0].value.iloc[:, 2:].to_numpy().ravel()
+    assert all("," in v and "." not in v for v in scores if v != "nan"), scores  # French decimals
     frame = at.get("iframe")[0].proto.srcdoc
     assert "<svg" not in frame and "d3" in frame and "https://cdnjs" not in frame
     if model == "smollm2-embedded":

@@ -170,19 +170,17 @@ def window_start(layer: int, n_heads: int) -> int:
 def scores_table(data: AttentionData, layer: int) -> pd.DataFrame:
     g = data.grid
     heads = range(data.n_heads)
+
+    def two(values) -> list[str]:  # two decimals, written the UI's way ("0,08" in French)
+        return [decimal(float(v), 2) for v in values]
+
     return pd.DataFrame({
         t("attention.col_head"): [head_option(data, h) for h in heads],
         t("attention.col_kind"): [t(f"attention.kind_{g.kinds[layer][h]}") for h in heads],
-        t("attention.col_prev"): g.prev[layer], t("attention.col_first"): g.first[layer],
-        t("attention.col_self"): g.self_[layer], t("attention.col_entropy"): g.entropy[layer],
-        t("attention.col_norm_entropy"): g.norm_entropy[layer],
+        t("attention.col_prev"): two(g.prev[layer]), t("attention.col_first"): two(g.first[layer]),
+        t("attention.col_self"): two(g.self_[layer]), t("attention.col_entropy"): two(g.entropy[layer]),
+        t("attention.col_norm_entropy"): two(g.norm_entropy[layer]),
     })
-
-
-def score_columns() -> dict:
-    """Compact number columns for the scores table (two decimals)."""
-    names = ("col_prev", "col_first", "col_self", "col_entropy", "col_norm_entropy")
-    return {t(f"attention.{n}"): st.column_config.NumberColumn(t(f"attention.{n}"), format="%.2f") for n in names}
 
 
 def kind_summary(data: AttentionData) -> str:
@@ -344,7 +342,7 @@ def render_head(data: AttentionData, layer: int, head: int) -> None:
                      t("attention.window_caption", w=w) if window_applies(T, window) else
                      t("attention.window_covers_caption", w=w, T=T))
     right.markdown(f"**{t('attention.scores_title', layer=layer)}**")
-    right.dataframe(scores_table(data, layer), hide_index=True, width="stretch", column_config=score_columns())
+    right.dataframe(scores_table(data, layer), hide_index=True, width="stretch")
     right.caption(t("attention.scores_help"))
 
 
