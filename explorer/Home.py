@@ -14,7 +14,7 @@ from explorer.ui.sidebar import render_sidebar  # noqa: E402
 PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
 ICONS = {"0": "home", "1": "text_fields", "2": "scatter_plot", "3": "visibility", "4": "manage_search",
          "5": "account_tree", "6": "casino", "7": "call_split", "8": "dataset", "9": "model_training",
-         "10": "tune", "11": "school"}  # Material Symbols bundled with Streamlit: no emoji font needed
+         "10": "tune", "11": "school", "12": "translate", "13": "history"}  # Material Symbols bundled with Streamlit: no emoji font needed
 
 
 def _order(path: Path) -> int:

@@ -1,21 +1,15 @@
-"""Training runs without Streamlit: plans, the job, the finished-run registry.
+"""Training runs without Streamlit: the choices and the plans.
 
 :func:`plan_pretrain` / :func:`plan_finetune` check a page's choices at once and return a
-:class:`RunPlan` (loaders, TrainConfig, how to copy the model, cost estimate). :func:`submit`
-queues :func:`job_fn` on :mod:`explorer.jobs`: in a worker thread it copies the model (the shared
-one is never trained), measures it, trains it, measures it again, saves it and offers it to the
-sidebar. Nothing is worded here: status lines and refusals are Message codes (``runs.*``, locale
-keys ``core.runs.*``) the page says in the user's language; a model's names come from the page.
+:class:`RunPlan` (loaders, TrainConfig, how to copy the model, cost estimate);
+:mod:`explorer.run_job` runs a plan as a job. Nothing is worded here: refusals are Message
+codes (``runs.*``, locale keys ``core.runs.*``) the page says in the user's language; a
+model's names come from the page.
 """
 from __future__ import annotations
 
-import copy
-import shutil
-import tempfile
-import threading
-import time
+import hashlib
 import uuid
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,19 +17,15 @@ from typing import Any, Callable, Sequence
 import torch.nn as nn
 
 from gpt_core import data as D
-from gpt_core.backend import backend_of, own_gpt
+from gpt_core.backend import backend_of
 from gpt_core.config import GPTConfig
 from gpt_core.errors import InvalidInput, note
-from gpt_core.evaluate import (
-    class_probabilities, classification_report, continue_text, next_token_probs, top_token_union,
-)
+from gpt_core.evaluate import continue_text
+from gpt_core.timing import Work, job_seconds
 from gpt_core.train import (
-    TrainConfig, estimate_finetune, estimate_run, make_sample_fn, merge_lora,
-    prepare_classifier, prepare_instruction_finetune, prepare_pretraining, save_trained, train,
+    TrainConfig, estimate_finetune, estimate_run, make_sample_fn, prepare_classifier,
+    prepare_instruction_finetune, prepare_pretraining,
 )
-
-from explorer.jobs import get_manager
-from explorer.ui.token_chips import token_label
 
 ARCH_PRESETS: dict[str, dict[str, int]] = {
     "nano": {"n_layers": 1, "n_heads": 2, "d_model": 32, "context": 32},
@@ -49,15 +39,7 @@ SAMPLE_TOKENS = 24              # tokens of the live samples and the before/afte
 COMPARE_TOKENS = 32
 ANSWER_END = "###"              # an instruction's answer stops where the next template section starts
 LARGE_MODEL = 50_000_000        # above this many parameters, defaults favour LoRA and few steps
-MAX_KEPT_RUNS = 3               # finished runs whose models and checkpoints are kept
-RUNS_DIR = Path(tempfile.gettempdir()) / "llm-explorer-runs"
-# the job's status lines (codes runs.<step>), with their English fallback
-STATUS = {"preparing": "Copying the model…", "before": "Measuring before training…", "training": "Training…",
-          "after": "Comparing before and after…", "saving": "Saving the checkpoint…"}
-
-
-def _status(step: str) -> dict:
-    return {"type": "status", "message": note(f"runs.{step}", STATUS[step])}
+FEATURE_BATCH = 16              # texts per forward pass when a probe reads the frozen model
 
 
 # ===================================================================== choices
@@ -85,21 +67,29 @@ def train_config(h: Hyper, device: str, eval_every: int | None = None, eval_batc
 @dataclass
 class FinetuneOptions:
     task: str = "instruct"          # "instruct" or "classify"
-    method: str = "lora"            # instruct: "full" or "lora"
+    method: str = "lora"            # instruct: "full" or "lora"; classify: "probe" or "blocks"
     lora_r: int = 8
     mask_prompt: bool = True        # instruct: the loss ignores the prompt tokens
     style: str = "alpaca"           # prompt template (gpt_core.data.ALPACA_STYLES)
     max_length: int = 128           # tokens per row (longer rows are cut)
-    n_last: int | None = None       # classify: train only the last N blocks (None: all)
+    n_last: int | None = None       # classify with "blocks": train only the last N blocks (None: all)
 
 
-def finetune_defaults(large: bool, task: str, n_layers: int) -> tuple[Hyper, FinetuneOptions]:
-    """Sensible starting values: a big model on a CPU gets LoRA, short rows and few steps."""
+PROBE_HYPER = Hyper(steps=100, batch_size=32, lr=1e-2, warmup=5)
+BLOCKS_HYPER = Hyper(steps=150, batch_size=16, lr=3e-3, warmup=10)
+
+
+def finetune_defaults(large: bool, task: str, n_layers: int, method: str | None = None) -> tuple[Hyper, FinetuneOptions]:
+    """Sensible starting values: a probe for classification, LoRA, short rows and few steps for a big model.
+
+    The classification default reads the class from the frozen model (``probe``): one pass over
+    the tickets then seconds of training, where training the last blocks takes minutes on a CPU.
+    """
     if task == "classify":
-        n_last = min(2, n_layers)
-        if large:
-            return Hyper(steps=20, batch_size=8, lr=1e-3, warmup=2), FinetuneOptions("classify", max_length=64, n_last=n_last)
-        return Hyper(steps=150, batch_size=16, lr=3e-3, warmup=10), FinetuneOptions("classify", max_length=64, n_last=n_last)
+        if method == "blocks":
+            hyper = Hyper(steps=20, batch_size=8, lr=1e-3, warmup=2) if large else BLOCKS_HYPER
+            return hyper, FinetuneOptions("classify", "blocks", max_length=64, n_last=min(2, n_layers))
+        return PROBE_HYPER, FinetuneOptions("classify", "probe", max_length=64)
     if large:
         return Hyper(steps=10, batch_size=4, lr=1e-3, warmup=1), FinetuneOptions("instruct", "lora", max_length=96)
     return Hyper(steps=80, batch_size=8, lr=3e-3, warmup=5), FinetuneOptions("instruct", "full", max_length=96)
@@ -110,6 +100,40 @@ class RunNames:
     """How a finished language model appears in every page's sidebar (chosen by the page, in its language)."""
     name: str = "run"               # short name; the job adds the time ("pretrained 14:02:11")
     label: str = "model trained here"
+
+
+# =================================================================== tokenizers
+PRETRAIN_TOKENIZERS = ("bpe", "gpt2")
+CORPUS_BPE_VOCAB = 1600         # the vocabulary of a BPE learnt on the training corpus
+_CORPUS_BPES: "dict[str, Any]" = {}
+
+
+def pretrain_tokenizer(choice: str, source: str, text: str) -> tuple[Any, str]:
+    """(tokenizer, name to rebuild it; "" when it must travel with the checkpoint) for a pretraining run.
+
+    ``"bpe"``: a small byte-level BPE learnt on the corpus itself (the built-in corpora's are the
+    Tokenizer lab's ``bpe-fr`` / ``bpe-en``): every token is a piece of the corpus, so a tiny model
+    spends its few weights on the language, not on a 50,257-row vocabulary. ``"gpt2"``: GPT-2's.
+    """
+    from gpt_core.tokenizers import load_tokenizer
+    from gpt_core.tokenlab import MIN_TRAIN_VOCAB, language_bpe, train_bpe
+
+    if choice == "gpt2":
+        return load_tokenizer("gpt2"), "gpt2"
+    lang = {"corpus_fr": "fr", "corpus_en": "en"}.get(source)
+    if lang is not None:
+        return language_bpe(lang, CORPUS_BPE_VOCAB).tokenizer, f"bpe-{lang}"
+    if len(text) < MIN_TRAIN_VOCAB:
+        raise InvalidInput("runs.too_short_for_bpe", "The corpus ({n} characters) is too short to learn a tokenizer "
+                           "from it (at least {minimum} characters): add text or choose GPT-2's tokenizer.",
+                           n=len(text), minimum=MIN_TRAIN_VOCAB)
+    key = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+    if key not in _CORPUS_BPES:
+        vocab = max(MIN_TRAIN_VOCAB, min(CORPUS_BPE_VOCAB, len(text) // 4))
+        if len(_CORPUS_BPES) >= 8:
+            _CORPUS_BPES.pop(next(iter(_CORPUS_BPES)))
+        _CORPUS_BPES[key] = train_bpe(text, vocab, name="bpe-corpus")
+    return _CORPUS_BPES[key], ""
 
 
 # ======================================================================== plans
@@ -127,9 +151,14 @@ class RunPlan:
     params: dict                                # what the user chose, for the UI and the metrics JSON
     names: RunNames = field(default_factory=RunNames)
     base: nn.Module | None = None               # the shared base model (read only), fine-tuning only
+    method: str = "full"                        # "full", "lora", "probe" or "blocks"
+    base_key: str = ""                          # the store key of the base model (fine-tuning), for the history
+    tokenizer_name: str = ""                    # how to rebuild the tokenizer (a gpt_core.tokenizers name)
+    owner: str | None = None                    # the session that started the run
+    tracking: dict = field(default_factory=dict)  # {"wandb": bool, "project": str, "online": bool}
     prompts: list[str] = field(default_factory=list)    # before/after prompts (already formatted)
     shown: list[dict] = field(default_factory=list)     # what the UI shows for each prompt
-    test_batches: Any = None                    # classification: held-out tickets
+    test_batches: Any = None                    # classification: held-out tickets (token ids)
     labels: list[str] | None = None
     max_length: int = 128
     style: str = "alpaca"
@@ -137,8 +166,50 @@ class RunPlan:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
 
 
+def _evaluations(cfg: TrainConfig) -> int:
+    """How many evaluations a run makes (at the start, every ``eval_every`` steps and at the end)."""
+    every = cfg.eval_every or cfg.steps
+    return int(cfg.eval_at_start) + cfg.steps // every + (cfg.steps % every != 0)
+
+
+def _samples(cfg: TrainConfig) -> int:
+    if not cfg.sample_every:
+        return 0
+    return cfg.steps // cfg.sample_every + (cfg.steps % cfg.sample_every != 0)
+
+
+def _eval_rows(cfg: TrainConfig, loader) -> int:
+    batches = len(loader) if cfg.eval_batches == 0 else min(cfg.eval_batches, len(loader))
+    return _evaluations(cfg) * batches * (loader.batch_size or 1)
+
+
+def _typical(lengths: Sequence[int], cap: int) -> int:
+    """The padded length of a typical batch: the 90th percentile of the row lengths, at most ``cap``."""
+    ordered = sorted(min(n, cap) for n in lengths) or [cap]
+    return max(1, ordered[int(0.9 * (len(ordered) - 1))])
+
+
+_SHAPE_MODELS: dict[tuple, nn.Module] = {}
+
+
+def _shape_model(cfg: GPTConfig) -> nn.Module:
+    """A random GPT of this shape, built once: the speeds of a pretraining run are measured on it."""
+    key = tuple(sorted(asdict(cfg).items()))
+    if key not in _SHAPE_MODELS:
+        _SHAPE_MODELS.clear()  # one shape at a time is enough (the page's current choice)
+        _SHAPE_MODELS[key] = prepare_pretraining(cfg)
+    return _SHAPE_MODELS[key]
+
+
+def _with_time(estimate: dict, model: nn.Module, work: Work, prompt_tokens: int, throwaway: bool = False) -> dict:
+    """The memory estimate with its time replaced by the measured job time (see gpt_core.timing)."""
+    timed = job_seconds(model, work, prompt_tokens, throwaway)
+    return {**estimate, "seconds_estimate": timed["seconds"], "parts": timed["parts"], "assumes": timed["assumes"]}
+
+
 def plan_pretrain(tokenizer, text: str, arch: dict, hyper: Hyper, device: str, prompt: str,
-                  names: RunNames | None = None, source: str = "", val_fraction: float = 0.1) -> RunPlan:
+                  names: RunNames | None = None, source: str = "", val_fraction: float = 0.1,
+                  tokenizer_name: str = "") -> RunPlan:
     """A from-scratch GPT on ``text``: windows of ``context`` tokens, stride = context."""
     cfg_model = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=arch["context"], d_model=arch["d_model"],
                           n_heads=arch["n_heads"], n_layers=arch["n_layers"])
@@ -160,11 +231,16 @@ def plan_pretrain(tokenizer, text: str, arch: dict, hyper: Hyper, device: str, p
     cfg = train_config(hyper, device, eval_every=max(1, min(hyper.steps // 10, 50)),
                        sample_every=max(1, min(hyper.steps // 6, 25)))
     estimate = estimate_run(cfg_model, hyper.batch_size, ctx, hyper.steps, device, "auto", hyper.grad_accum)
+    if estimate["fits"]:
+        work = Work(hyper.steps, hyper.batch_size * hyper.grad_accum, ctx, "full", _eval_rows(cfg, val_loader), ctx,
+                    SAMPLE_TOKENS * (_samples(cfg) + 2), save_bytes=4 * estimate["params"])
+        estimate = _with_time(estimate, _shape_model(cfg_model), work, len(tokenizer.encode(prompt)), True)
     params = {"task": "lm", "source": source, "architecture": dict(arch), "vocab_size": tokenizer.vocab_size,
-              "train_windows": len(train_ds), "val_windows": len(val_ds), **asdict(hyper), "device": device}
+              "tokenizer": tokenizer_name, "train_windows": len(train_ds), "val_windows": len(val_ds),
+              **asdict(hyper), "device": device}
     return RunPlan("pretrain", "lm", cfg, lambda: prepare_pretraining(cfg_model, seed=hyper.seed), tokenizer,
-                   train_loader, val_loader, estimate, params, names or RunNames(), prompts=[prompt],
-                   shown=[{"prompt": prompt}], max_length=ctx, sample_fn=sample_fn)
+                   train_loader, val_loader, estimate, params, names or RunNames(), tokenizer_name=tokenizer_name,
+                   prompts=[prompt], shown=[{"prompt": prompt}], max_length=ctx, sample_fn=sample_fn)
 
 
 @dataclass
@@ -174,6 +250,8 @@ class _TaskData:
     make: Callable[[], nn.Module]
     prompts: list[str]
     shown: list[dict]
+    row_tokens: int                 # padded length of a typical batch
+    mean_tokens: int = 0            # mean length of a row (a probe batches rows of similar lengths)
     test: Any = None
     labels: list[str] | None = None
     sample_fn: Callable[[nn.Module], str] | None = None
@@ -195,9 +273,10 @@ def _instruction_data(base, tokenizer, records, opts: FinetuneOptions, hyper: Hy
     shown = [{"instruction": r["instruction"], "input": r.get("input") or "", "expected": r.get("output") or ""}
              for r in test_r[:n_compare]]
     sample_prompt = D.format_alpaca(val_r[0], opts.style)[0]  # the live sample: an answer alone
+    row_tokens = _typical([len(p) + len(a) + 1 for p, a in datasets[0].items], opts.max_length)
     return _TaskData(train_loader, val_loader,
                      lambda: prepare_instruction_finetune(base, lora=lora, lora_r=opts.lora_r),
-                     [D.format_alpaca(r, opts.style)[0] for r in test_r[:n_compare]], shown,
+                     [D.format_alpaca(r, opts.style)[0] for r in test_r[:n_compare]], shown, row_tokens,
                      sample_fn=lambda model: continue_text(model, tokenizer, sample_prompt, SAMPLE_TOKENS, ANSWER_END))
 
 
@@ -207,202 +286,63 @@ def _classification_data(base, tokenizer, records, opts: FinetuneOptions, hyper:
     parts = D.split_records(records, (0.7, 0.1, 0.2), seed=hyper.seed)
     sets = [D.ClassificationDataset([r["text"] for r in p], [r["label"] for r in p], tokenizer,
                                     max_length=opts.max_length, vocab=vocab) for p in parts]
+    probe = opts.method == "probe"  # a probe reads every text once, in order, FEATURE_BATCH at a time
     train_loader, val_loader, test_loader = (
-        D.make_loader(ds, batch_size=hyper.batch_size if i == 0 else 64, shuffle=i == 0, drop_last=False,
-                      seed=hyper.seed) for i, ds in enumerate(sets))
+        D.make_loader(ds, batch_size=FEATURE_BATCH if probe else hyper.batch_size if i == 0 else 64,
+                      shuffle=i == 0 and not probe, drop_last=False, seed=hyper.seed) for i, ds in enumerate(sets))
     labels = sets[0].label_names
     make = lambda: prepare_classifier(base, len(labels), freeze_until_last=opts.n_last, labels=labels)  # noqa: E731
     shown = [{"text": r["text"], "label": str(r["label"]).strip()} for r in parts[2][:n_compare]]
+    lengths = [int(n) for ds in sets for n in ds.lengths]
     return _TaskData(train_loader, val_loader, make, [r["text"] for r in parts[2][:n_compare]], shown,
-                     test_loader, labels)
+                     _typical(lengths, opts.max_length), -(-sum(lengths) // len(lengths)), test_loader, labels)
+
+
+def _finetune_work(base: nn.Module, opts: FinetuneOptions, hyper: Hyper, cfg: TrainConfig, data: _TaskData) -> Work:
+    """What a fine-tuning job will do, counted for :func:`gpt_core.timing.job_seconds`."""
+    n_params, n_layers = backend_of(base).n_params(), backend_of(base).info().n_layers
+    rows = hyper.batch_size * hyper.grad_accum
+    n_compare = len(data.prompts)
+    if opts.method == "probe":
+        texts = sum(len(loader.dataset) for loader in (data.train, data.val, data.test))
+        return Work(hyper.steps, rows, 0, "none", feature_rows=texts + 2 * n_compare, feature_tokens=data.mean_tokens)
+    work = Work(hyper.steps, rows, data.row_tokens, opts.method if opts.task == "instruct" else
+                f"blocks:{n_layers if opts.n_last is None else opts.n_last}/{n_layers}",
+                _eval_rows(cfg, data.val), data.row_tokens, copy_bytes=4 * n_params, save_bytes=4 * n_params)
+    if opts.task == "instruct":
+        work.generated = SAMPLE_TOKENS * _samples(cfg) + 2 * COMPARE_TOKENS * n_compare
+    else:
+        work.eval_rows += 2 * (len(data.test.dataset) + n_compare)
+    return work
 
 
 def plan_finetune(base: nn.Module, tokenizer, records: Sequence[dict], opts: FinetuneOptions, hyper: Hyper,
-                  device: str, names: RunNames | None = None, n_compare: int | None = None) -> RunPlan:
-    """Instruction (full or LoRA) or classification fine-tuning of a copy of ``base``."""
+                  device: str, names: RunNames | None = None, n_compare: int | None = None, base_key: str = "",
+                  tokenizer_name: str = "") -> RunPlan:
+    """Instruction (full or LoRA) or classification (probe or last blocks) fine-tuning of ``base``.
+
+    ``base`` is never changed: instruction and block training work on a copy, a probe reads it frozen.
+    """
     records = list(records)
     large = backend_of(base).n_params() > LARGE_MODEL
     n_compare = n_compare if n_compare is not None else (2 if large else 3)
     build = _classification_data if opts.task == "classify" else _instruction_data
     data = build(base, tokenizer, records, opts, hyper, n_compare)
+    probe = opts.task == "classify" and opts.method == "probe"
     estimate = estimate_finetune(base, opts.task, hyper.batch_size, opts.max_length, hyper.steps, device,
-                                 hyper.grad_accum, opts.method, opts.lora_r, opts.n_last,
-                                 len(data.labels) if data.labels else None)
+                                 hyper.grad_accum, "full" if opts.task == "classify" else opts.method, opts.lora_r,
+                                 0 if probe else opts.n_last, len(data.labels) if data.labels else None)
     # a big model on a CPU: each forward pass counts, so evaluate on one batch and sample twice
     eval_batches = 1 if large else (4 if opts.task == "instruct" else 0)
-    cfg = train_config(hyper, device, eval_every=max(1, hyper.steps // (3 if large else 8)), eval_batches=eval_batches,
+    cfg = train_config(hyper, device, eval_every=max(1, hyper.steps // (10 if probe else 3 if large else 8)),
+                       eval_batches=0 if probe else eval_batches,
                        sample_every=max(1, hyper.steps // (2 if large else 4)) if opts.task == "instruct" else 0)
-    params = {"task": opts.task, **asdict(opts), **asdict(hyper), "device": device, "examples": len(records)}
+    if estimate["fits"]:
+        estimate = _with_time(estimate, base, _finetune_work(base, opts, hyper, cfg, data),
+                              len(tokenizer.encode(data.prompts[0])) if data.prompts else 16)
+    params = {"task": opts.task, **asdict(opts), **asdict(hyper), "device": device, "examples": len(records),
+              "base": base_key, "tokenizer": tokenizer_name}
     return RunPlan("finetune", opts.task, cfg, data.make, tokenizer, data.train, data.val, estimate, params,
-                   names or RunNames(), base=base, prompts=data.prompts, shown=data.shown, test_batches=data.test,
+                   names or RunNames(), base=base, method=opts.method, base_key=base_key,
+                   tokenizer_name=tokenizer_name, prompts=data.prompts, shown=data.shown, test_batches=data.test,
                    labels=data.labels, max_length=opts.max_length, style=opts.style, sample_fn=data.sample_fn)
-
-
-# ============================================================== before / after
-def _answer(model: nn.Module, tokenizer, prompt: str, task: str) -> str:
-    if task == "instruct":
-        return continue_text(model, tokenizer, prompt, COMPARE_TOKENS, ANSWER_END)
-    return continue_text(model, tokenizer, prompt, SAMPLE_TOKENS)
-
-
-def dist_compare(before, after, tokenizer, k: int = 8) -> dict:
-    """The union of both models' top-``k`` next tokens, with each model's probability (≤ 12 rows)."""
-    order = top_token_union(before, after, k)
-    return {"ids": order, "labels": [token_label(tokenizer, i) for i in order],
-            "before": [float(before[i]) for i in order], "after": [float(after[i]) for i in order]}
-
-
-def measure(plan: RunPlan, model: nn.Module) -> dict:
-    """What the before/after comparison needs, measured on ``model`` (which is not changed)."""
-    tok = plan.tokenizer
-    if plan.task == "classify":
-        return {"report": classification_report(model, plan.test_batches, plan.labels),
-                "probs": [class_probabilities(model, tok, p, plan.max_length) for p in plan.prompts]}
-    answers = [_answer(model, tok, p, plan.task) for p in plan.prompts]
-    first = next_token_probs(model, tok, plan.prompts[0]) if plan.prompts else None
-    return {"answers": answers, "first_probs": first}
-
-
-def _best(labels: list[str], probs: list[float]) -> str:
-    return labels[max(range(len(probs)), key=probs.__getitem__)]
-
-
-def comparison(plan: RunPlan, before: dict, after: dict) -> dict:
-    """JSON-ready before/after data for the page (plain lists and numbers only)."""
-    if plan.task == "classify":
-        rows = [{**shown, "before": _best(plan.labels, pb), "after": _best(plan.labels, pa)}
-                for shown, pb, pa in zip(plan.shown, before["probs"], after["probs"])]
-        first = {"labels": list(plan.labels), "before": before["probs"][0], "after": after["probs"][0]} \
-            if before["probs"] else None
-        return {"rows": rows, "dist": first, "accuracy_before": before["report"]["accuracy"],
-                "report": {k: v for k, v in after["report"].items() if k != "predictions"}}
-    rows = [{**shown, "before": b, "after": a} for shown, b, a in zip(plan.shown, before["answers"], after["answers"])]
-    dist = None
-    if before.get("first_probs") is not None:
-        dist = dist_compare(before["first_probs"], after["first_probs"], plan.tokenizer)
-        dist["prompt"] = plan.prompts[0]
-    return {"rows": rows, "dist": dist}
-
-
-# ===================================================================== registry
-@dataclass
-class TrainedRun:
-    """A finished run kept in memory for the custom-prompt comparison."""
-    run_id: str
-    task: str
-    tokenizer: Any
-    before: nn.Module | None
-    after: nn.Module
-    labels: list[str] | None
-    max_length: int
-    style: str
-    name: str | None
-    checkpoint: str | None
-
-
-_RUNS: "OrderedDict[str, TrainedRun]" = OrderedDict()
-_RUNS_LOCK = threading.Lock()
-
-
-def get_run(run_id: str | None) -> TrainedRun | None:
-    with _RUNS_LOCK:
-        return _RUNS.get(run_id) if run_id else None
-
-
-def remember(run: TrainedRun, store=None) -> None:
-    """Keep the run; forget the oldest beyond MAX_KEPT_RUNS (model, checkpoint and sidebar entry)."""
-    with _RUNS_LOCK:
-        _RUNS[run.run_id] = run
-        while len(_RUNS) > MAX_KEPT_RUNS:
-            _, old = _RUNS.popitem(last=False)
-            if old.checkpoint:
-                shutil.rmtree(old.checkpoint, ignore_errors=True)
-            if old.name and store is not None:
-                getattr(store, "custom", {}).pop(old.name, None)
-
-
-def _register(plan: RunPlan, model: nn.Module, store, seconds: float) -> str | None:
-    """Offer a trained language model to every page's sidebar (classifiers are not language models)."""
-    if store is None or plan.task == "classify":
-        return None
-    from gpt_core.registry import LoadedModel, ModelSource
-
-    stamp = time.strftime("%H:%M:%S")
-    name = f"{plan.names.name} {stamp}"
-    params = list({id(p): p for p in model.parameters()}.values())
-    source = ModelSource(name, f"{plan.names.label} ({stamp})", "local",
-                         "gpt" if own_gpt(model) is not None else "hf-causal", True)
-    store.register(name, LoadedModel(model, plan.tokenizer, source, seconds,
-                                     sum(p.numel() * p.element_size() for p in params), None,
-                                     sum(p.numel() for p in params)))
-    return name
-
-
-# ========================================================================== job
-def _train_events(plan: RunPlan, model: nn.Module, cancel: threading.Event):
-    """Forward the training events; returns the final event (done, cancelled or diverged)."""
-    for event in train(model, plan.train_batches, plan.val_batches, plan.cfg, plan.task,
-                       sample_fn=plan.sample_fn, cancel=cancel):
-        if event.get("type") in ("done", "cancelled", "diverged"):
-            return event
-        yield event
-    return None
-
-
-def _finish(plan: RunPlan, model: nn.Module, initial: nn.Module | None, store, started: float) -> tuple[str, str | None]:
-    """Save the trained model, offer it to the sidebar, keep the run: (checkpoint path, model name)."""
-    plain = merge_lora(model).eval()
-    path = RUNS_DIR / plan.run_id
-    save_trained(plain, path, {"task": plan.task, "params": plan.params})
-    name = _register(plan, plain, store, time.perf_counter() - started)
-    base = initial if plan.kind == "pretrain" else (plan.base if plan.task == "instruct" else None)
-    remember(TrainedRun(plan.run_id, plan.task, plan.tokenizer, base, plain, plan.labels, plan.max_length,
-                        plan.style, name, str(path)), store)
-    return str(path), name
-
-
-def job_fn(plan: RunPlan, store=None) -> Callable[[threading.Event], Any]:
-    """The job: copy, measure, train (events forwarded), measure again, save, register."""
-    def run(cancel: threading.Event):
-        started = time.perf_counter()
-        yield _status("preparing")
-        model = plan.make_model()
-        yield _status("before")
-        before = measure(plan, model)
-        initial = copy.deepcopy(model) if plan.kind == "pretrain" else None
-        yield _status("training")
-        final = yield from _train_events(plan, model, cancel)
-        if final is None or final["type"] != "done":
-            if final is not None:
-                yield final
-            return
-        yield _status("after")
-        result = comparison(plan, before, measure(plan, model))
-        yield _status("saving")
-        path, name = _finish(plan, model, initial, store, started)
-        yield {"type": "result", "run_id": plan.run_id, "model_name": name, "comparison": result,
-               "task": plan.task, "total_seconds": time.perf_counter() - started}
-        yield {**final, "checkpoint": path}
-    return run
-
-
-def submit(plan: RunPlan, store=None, owner: str | None = None) -> str:
-    """Queue the plan's job on the server's manager; returns the job id."""
-    params = {**plan.params, "run_id": plan.run_id, "estimate_s": plan.estimate.get("seconds_estimate")}
-    return get_manager().submit(plan.kind, job_fn(plan, store), params, owner=owner)
-
-
-def compare_prompt(run: TrainedRun, text: str) -> dict:
-    """A prompt typed after the run, answered by the model before and after training."""
-    text = (text or "").strip()[:MAX_PROMPT_CHARS]
-    tok = run.tokenizer
-    if run.task == "classify":
-        return {"labels": list(run.labels or []), "after": class_probabilities(run.after, tok, text, run.max_length)}
-    prompt = D.format_alpaca({"instruction": text, "input": ""}, run.style)[0] \
-        if run.task == "instruct" and text else text
-    out = {"after_text": _answer(run.after, tok, prompt, run.task)}
-    if run.before is not None:
-        out["before_text"] = _answer(run.before, tok, prompt, run.task)
-        out["dist"] = dist_compare(next_token_probs(run.before, tok, prompt),
-                                   next_token_probs(run.after, tok, prompt), tok)
-    return out

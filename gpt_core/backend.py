@@ -191,6 +191,10 @@ class Backend:
         """Logits (B, T, V) of a batch (a padding mask is used where the family understands one)."""
         raise NotImplementedError
 
+    def hidden(self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The last layer's normalised hidden states (B, T, d): the body without the vocabulary head."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def next_token_logits(self, ids) -> torch.Tensor:
         """Logits (vocab,) of the token after ``ids``: only the last position is projected."""
@@ -270,6 +274,13 @@ class GPTBackend(Backend):
     def logits(self, inputs, attention_mask=None) -> torch.Tensor:
         # causal attention: right padding never changes the real positions, so no mask is needed
         return self.model(inputs)
+
+    def hidden(self, inputs, attention_mask=None) -> torch.Tensor:
+        gpt = self.base
+        x = gpt._embed(inputs, torch.arange(inputs.size(1), device=inputs.device))
+        for block in gpt.blocks:
+            x = block(x)
+        return gpt.final_norm(x)
 
     @torch.no_grad()
     def next_token_logits(self, ids) -> torch.Tensor:
@@ -435,6 +446,13 @@ class HFBackend(Backend):
         else:
             out = self.model(input_ids=inputs, attention_mask=attention_mask)
         return out if torch.is_tensor(out) else out.logits  # plain modules answer a tensor
+
+    def hidden(self, inputs, attention_mask=None) -> torch.Tensor:
+        body = getattr(self.base, "base_model", None)
+        if body is None or body is self.base:
+            raise InvalidInput("backend.no_body", "This model ({kind}) does not expose its hidden states.",
+                               kind=type(self.base).__name__)
+        return body(input_ids=inputs, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
     @torch.no_grad()
     def next_token_logits(self, ids) -> torch.Tensor:

@@ -8,8 +8,11 @@
 * :func:`continue_text`, :func:`next_token_probs`, :func:`top_token_union`,
   :func:`class_probabilities` — what one prompt gives, to compare a model
   before and after training;
-* :func:`ollama_judge` — optional scores from a local LLM served by Ollama;
-* :func:`wandb_logger` — optional Weights & Biases tracking.
+* :func:`ollama_judge` — optional scores from a local LLM served by Ollama
+  (:func:`judge_comparison` for before/after rows), and :func:`answers_json`,
+  the course's JSON export of generated vs expected answers;
+* :func:`wandb_logger` — optional Weights & Biases tracking (offline when no
+  account or no network: the run folder is still written).
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ from .train import continuation_ids, evaluate_batches, last_token_logits, model_
 
 __all__ = [
     "lm_loss", "classification_report", "generate_answers", "save_json", "ollama_judge",
-    "OllamaUnavailable", "wandb_logger", "WandbLogger", "alpaca_prompt", "evaluating", "continue_text",
+    "OllamaUnavailable", "judge_items", "judge_comparison", "answers_json", "wandb_logger", "WandbLogger",
+    "wandb_credentials", "alpaca_prompt", "evaluating", "continue_text",
     "next_token_probs", "top_token_union", "class_probabilities", "cloze_hits",
 ]
 
@@ -308,30 +312,141 @@ def ollama_judge(items: Sequence[dict], model: str = "llama3", url: str = "http:
     return {"scores": scores, "mean": sum(valid) / len(valid) if valid else None, "model": model, "url": url}
 
 
-# -------------------------------------------------------------------- wandb
-class WandbLogger:
-    """Sends training events to a Weights & Biases run."""
+JUDGED = ("after", "before")  # the answers of a before/after comparison that the judge scores
 
-    def __init__(self, run):
-        self.run = run
+
+def judge_items(rows: Sequence[dict], which: str = "after") -> list[dict]:
+    """The items :func:`ollama_judge` scores, from before/after comparison rows.
+
+    Each row has ``instruction``, ``input``, ``expected``, ``before`` and
+    ``after``; ``which`` ("after" or "before") picks the answer to grade.
+    """
+    if which not in JUDGED:
+        raise InvalidInput("evaluate.bad_judged", "Choose the answers to grade: 'after' or 'before' (got {which}).",
+                           which=repr(which))
+    items = []
+    for row in rows:
+        if not isinstance(row, dict) or "instruction" not in row:
+            raise InvalidInput("evaluate.bad_example", "Each example must be a dict with at least the key "
+                               "'instruction'.")
+        items.append({"instruction": row["instruction"], "input": row.get("input") or "",
+                      "expected": row.get("expected") or "", "generated": row.get(which) or ""})
+    return items
+
+
+def judge_comparison(rows: Sequence[dict], model: str = "llama3", url: str = "http://127.0.0.1:11434",
+                     timeout: float = 3.0, request_timeout: float = 120.0) -> dict:
+    """Scores of the answers after training, and before when the rows have them: ``{"after": ..., "before": ...}``.
+
+    Each value is what :func:`ollama_judge` returns (``scores``, ``mean``, ...);
+    ``"before"`` is None when no row holds an answer before training.
+    """
+    rows = list(rows)
+    if not rows:
+        raise InvalidInput("evaluate.nothing_to_judge", "There is no answer to grade.")
+    after = ollama_judge(judge_items(rows, "after"), model, url, timeout, request_timeout)
+    has_before = any(row.get("before") not in (None, "") for row in rows)
+    before = ollama_judge(judge_items(rows, "before"), model, url, timeout, request_timeout) if has_before else None
+    return {"after": after, "before": before}
+
+
+def answers_json(rows: Sequence[dict], judged: dict | None = None) -> str:
+    """The course's export of generated answers (as ``instruction-data-with-response.json``), as a JSON text.
+
+    One entry per row: ``instruction``, ``input``, ``output`` (the expected
+    answer), ``model_response`` (after training) and ``model_response_before``;
+    with ``judged`` (what :func:`judge_comparison` returns) also
+    ``judge_score`` and ``judge_score_before`` (0-100, or null).
+    """
+    entries = []
+    for i, row in enumerate(rows):
+        entry = {"instruction": row.get("instruction", ""), "input": row.get("input") or "",
+                 "output": row.get("expected") or "", "model_response": row.get("after") or "",
+                 "model_response_before": row.get("before") or ""}
+        for key, which in (("judge_score", "after"), ("judge_score_before", "before")):
+            scores = ((judged or {}).get(which) or {}).get("scores")
+            if scores is not None and i < len(scores):
+                entry[key] = scores[i]
+        entries.append(entry)
+    return json.dumps(entries, indent=4, ensure_ascii=False)
+
+
+# -------------------------------------------------------------------- wandb
+WANDB_PROJECT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what a Weights & Biases project name may be here
+
+
+class WandbLogger:
+    """Sends :func:`gpt_core.train.train` events to a Weights & Biases run (online or offline).
+
+    ``step``/``eval`` events become curves (``train/*``, ``val/*``); ``sample``
+    events a table of texts (step, text); ``checkpoint`` and the final event
+    (``done``, ``cancelled``, ``diverged``, ``failed``) go to the run's summary.
+    """
+
+    def __init__(self, run, table=None, offline: bool = False):
+        self.run, self.offline = run, offline
+        self._table = table            # wandb.Table, to log the samples as text
+        self.samples: list[list] = []  # [[step, text], ...] logged so far
+        self.status: str | None = None
+        self._finished = False
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run's own folder (``.../offline-run-<time>-<id>``): what ``wandb sync`` uploads."""
+        settings = getattr(self.run, "settings", None)
+        sync_dir = getattr(settings, "sync_dir", None)
+        if sync_dir:
+            return Path(sync_dir)
+        files = getattr(self.run, "dir", None)
+        return Path(files).parent if files else None
 
     def log(self, event: dict) -> None:
-        kind = event.get("type")
+        kind, step = event.get("type"), event.get("step")
         if kind == "step":
-            self.run.log({"train/loss": event["train_loss"], "train/lr": event["lr"],
-                          "train/tokens_seen": event["tokens_seen"]}, step=event["step"])
+            self._log({"train/loss": event.get("train_loss"), "train/lr": event.get("lr"),
+                       "train/tokens_seen": event.get("tokens_seen"), "train/epoch": event.get("epoch"),
+                       "train/elapsed_s": event.get("elapsed")}, step)
         elif kind == "eval":
-            data = {"val/loss": event["val_loss"]}
-            for key in ("perplexity", "accuracy"):
-                if event.get(key) is not None:
-                    data[f"val/{key}"] = event[key]
-            self.run.log(data, step=event["step"])
+            self._log({"val/loss": event.get("val_loss"), "val/perplexity": event.get("perplexity"),
+                       "val/accuracy": event.get("accuracy")}, step)
+        elif kind == "sample":
+            self.samples.append([step, str(event.get("text", ""))])
+            if self._table is not None:  # the whole table again: wandb shows the latest one
+                self.run.log({"samples": self._table(columns=["step", "text"], data=[list(r) for r in self.samples])},
+                             step=step)
+            else:
+                self.run.log({"sample": str(event.get("text", ""))}, step=step)
+        elif kind == "checkpoint":
+            self._summary({"checkpoint": str(event.get("path", ""))})
+        elif kind in ("done", "cancelled", "diverged", "failed", "error"):
+            self.status = kind
+            self._summary({"status": kind, "final_step": step, "elapsed_s": event.get("elapsed")})
 
-    def finish(self) -> None:
-        self.run.finish()
+    def _log(self, data: dict, step) -> None:
+        data = {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if data:
+            self.run.log(data, step=step)
+
+    def _summary(self, data: dict) -> None:
+        summary = getattr(self.run, "summary", None)
+        if summary is not None:
+            for key, value in data.items():
+                if value is not None:
+                    summary[key] = value
+
+    def finish(self) -> Path | None:
+        """Close the run (once); returns its folder (None when wandb does not say)."""
+        if not self._finished:
+            self._finished = True
+            if self.status in ("diverged", "failed", "error"):
+                self.run.finish(exit_code=1)
+            else:
+                self.run.finish()
+        return self.run_dir
 
 
-def _wandb_configured() -> bool:
+def wandb_credentials() -> bool:
+    """Is a Weights & Biases account set up on this machine (WANDB_API_KEY, or a netrc entry for api.wandb.ai)?"""
     if os.environ.get("WANDB_API_KEY"):
         return True
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
@@ -341,20 +456,61 @@ def _wandb_configured() -> bool:
         return False
 
 
-def wandb_logger(project: str, config: dict | None = None) -> tuple[WandbLogger | None, Message | None]:
-    """``(logger, None)`` when wandb is installed and logged in, else ``(None, reason)``."""
+def _wandb_init(wandb, project: str, config: dict, dir: Path | None, mode: str):
+    settings = wandb.Settings(silent=True, quiet=True, console="off", disable_git=True, save_code=False,
+                              x_disable_stats=True, init_timeout=20)
+    # a new run per call: several sessions of a server may train at once
+    return wandb.init(project=project, config=config, dir=str(dir) if dir else None, mode=mode,
+                      reinit="create_new", settings=settings)
+
+
+def wandb_logger(project: str, config: dict | None = None, dir: str | os.PathLike | None = None,
+                 online: bool = False) -> tuple[WandbLogger | None, Message | None]:
+    """A Weights & Biases logger and a note saying where the run goes, or ``(None, reason)``.
+
+    The run is online only when ``online`` is asked and an account is set up
+    (:func:`wandb_credentials`); otherwise — or when the server cannot be
+    reached — it runs offline and still writes its run folder under ``dir``
+    (``<dir>/wandb/offline-run-...``), to upload later with ``wandb sync``.
+    ``wandb`` is optional: imported here only, and said when missing.
+    """
     if not isinstance(project, str) or not project.strip():
         return None, note("evaluate.wandb_no_project", "Give a Weights & Biases project name.")
+    project = project.strip()
+    if not WANDB_PROJECT.match(project):
+        return None, note("evaluate.wandb_bad_project", "A Weights & Biases project name holds 1 to 64 letters, "
+                          "digits, '-' or '_'.")
     try:
         import wandb  # optional, never a requirement
     except ImportError:
         return None, note("evaluate.wandb_missing", "The wandb package is not installed (pip install wandb): "
                           "Weights & Biases tracking is off.")
-    if not _wandb_configured():
-        return None, note("evaluate.wandb_no_login", "Weights & Biases is not set up: run 'wandb login' or set "
-                          "WANDB_API_KEY.")
+    if dir is not None:
+        dir = Path(dir)
+        dir.mkdir(parents=True, exist_ok=True)
+    config = dict(config or {})
+    problem = None
+    if online and wandb_credentials():
+        try:
+            run = _wandb_init(wandb, project, config, dir, "online")
+            return WandbLogger(run, getattr(wandb, "Table", None)), note(
+                "evaluate.wandb_online", "Weights & Biases logs this run online: {url}",
+                url=str(getattr(run, "url", "") or project))
+        except Exception as exc:  # no network, a refused key, ...: the run is still written offline
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     try:
-        run = wandb.init(project=project.strip(), config=config or {}, reinit=True)
-    except Exception as exc:  # network, credentials, ...
+        run = _wandb_init(wandb, project, config, dir, "offline")
+    except Exception as exc:  # a folder that cannot be written, ...
         return None, note("evaluate.wandb_failed", "Weights & Biases could not start: {detail}", detail=str(exc))
-    return WandbLogger(run), None
+    logger = WandbLogger(run, getattr(wandb, "Table", None), offline=True)
+    path = str(logger.run_dir or dir or "wandb")
+    if problem is not None:
+        return logger, note("evaluate.wandb_offline_fallback", "Weights & Biases could not reach its server "
+                            "({detail}): the run is written offline in {path}; upload it later with "
+                            "'wandb sync {path}'.", detail=problem, path=path)
+    if online:
+        return logger, note("evaluate.wandb_no_login", "Weights & Biases is not set up ('wandb login' or "
+                            "WANDB_API_KEY): the run is written offline in {path}; upload it later with "
+                            "'wandb sync {path}'.", path=path)
+    return logger, note("evaluate.wandb_offline", "Weights & Biases runs offline: the run is written in {path}; "
+                        "upload it later with 'wandb sync {path}'.", path=path)

@@ -10,7 +10,8 @@ One small interface (:class:`Tokenizer`) over several backends:
 * ``gemma3`` - the 262k multilingual tokenizer of the embedded Gemma 3 270M (its GGUF pack, converted
   once); it has a ``model_prefix`` (BOS) that :meth:`Tokenizer.encode_for_model` puts first.
 * ``mistral-sp`` - a 32k SentencePiece model (byte fallback) shipped by ``mistral-common``.
-* ``barthez`` and any hub id - Hugging Face tokenizers, from the local HF cache or the hub.
+* ``barthez``, ``bart`` (BART's English byte-level BPE, to compare with BARThez) and any hub id -
+  Hugging Face tokenizers, from the local HF cache or the hub.
 * any local folder holding tokenizer files.
 
 :meth:`Tokenizer.tokenize` returns :class:`TokenPiece` objects whose character spans
@@ -903,6 +904,10 @@ _BUILTINS: dict[str, tuple[str, Any]] = {
         "BARThez SentencePiece, French (hub: moussaKam/barthez)",
         lambda: _load_from_hub("moussaKam/barthez", "barthez", "BARThez SentencePiece, French: moussaKam/barthez"),
     ),
+    "bart": (
+        "BART byte-level BPE, English (hub: facebook/bart-base)",
+        lambda: _load_from_hub("facebook/bart-base", "bart", "BART byte-level BPE, English: facebook/bart-base"),
+    ),
 }
 
 _cache: dict[str, Tokenizer] = {}
@@ -911,7 +916,7 @@ _key_locks: dict[str, threading.Lock] = {}
 
 
 def available_tokenizers() -> list[tuple[str, str]]:
-    """(name, label) of the built-in tokenizers (``barthez`` needs the hub or its HF cache)."""
+    """(name, label) of the built-in tokenizers (``barthez`` and ``bart`` need the hub or its HF cache)."""
     return [(name, label) for name, (label, _) in _BUILTINS.items()]
 
 

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.jobs import get_manager
+from explorer.ui.messages import plain
 from test_app_data import HOSTILE_UPLOADS, expect_said, speak
 
 PRETRAIN = "../pages/9_Pretrain.py"
@@ -58,6 +59,7 @@ def nano(at: AppTest, steps: int, batch: int = 4) -> AppTest:
     at.selectbox(key="_w.pretrain.preset").set_value("nano").run()
     at.number_input(key="_w.pretrain.steps").set_value(steps).run()
     at.number_input(key="_w.pretrain.batch").set_value(batch).run()
+    at.number_input(key="_w.pretrain.warmup").set_value(0).run()
     assert not at.exception, at.exception
     return at
 
@@ -66,10 +68,13 @@ def nano(at: AppTest, steps: int, batch: int = 4) -> AppTest:
 def test_pretrain_renders_with_the_default_model_and_estimates():
     at = app(PRETRAIN, model=None)  # the embedded SmolLM2 in the sidebar; this page starts from scratch
     m = metrics(at)
-    assert m["Poids entraînés"] == "3,32 M"  # tiny preset: 2 blocks, d_model 64, GPT-2 vocabulary
-    assert m["Tokens vus"] == "30,7 k"       # 60 steps x 8 rows x 64 tokens
+    assert m["Poids entraînés"] == "207 k"  # tiny preset: 2 blocks, d_model 64, a 1,600-token BPE of the corpus
+    assert m["Tokens vus"] == "256 k"       # 250 steps x 16 rows x 64 tokens
     assert not at.button(key="pretrain.start").disabled
-    assert "225 fenêtres d'entraînement et 25 de validation" in " ".join(c.value for c in at.caption)
+    captions = " ".join(c.value for c in at.caption)
+    assert "Tokenizer : BPE français appris ici \\(1\u202f600\\)." in captions  # (Markdown-escaped)
+    assert "151 fenêtres d'entraînement et 17 de validation" in captions
+    assert "L'estimation repose sur des vitesses mesurées à l'instant sur ce modèle" in captions
 
 
 def test_pretrain_in_english_with_a_preset():
@@ -79,7 +84,7 @@ def test_pretrain_in_english_with_a_preset():
     assert [at.select_slider(key=f"_w.pretrain.{k}").value for k in ("n_heads", "d_model", "context")] == [2, 32, 32]
     assert at.slider(key="_w.pretrain.n_layers").value == 1
     m = metrics(at)
-    assert m["Trained weights"] == "1.62 M" and m["Tokens seen"] == "12.8 k"
+    assert m["Trained weights"] == "65 k" and m["Tokens seen"] == "12.8 k"  # 100 steps x 4 rows x 32 tokens
     assert at.button(key="pretrain.start").label == "Start training"
 
 
@@ -112,6 +117,9 @@ def test_pretrain_refuses_a_short_text_and_a_run_that_cannot_fit():
     at = app(PRETRAIN)
     at.selectbox(key="_w.pretrain.source").set_value("paste").run()
     at.text_area(key="_w.pretrain.text").input("Trop court.").run()
+    assert "11 caractères\\) est trop court pour en apprendre un tokenizer" in texts(at, ("error",))
+    assert at.button(key="pretrain.start").disabled
+    at.radio(key="_w.pretrain.tokenizer").set_value("gpt2").run()
     assert "trop court pour un contexte de 64 tokens" in texts(at, ("error",))
     assert at.button(key="pretrain.start").disabled
     at.selectbox(key="_w.pretrain.source").set_value("pydoc").run()
@@ -137,7 +145,7 @@ def test_pretrain_job_runs_and_the_model_reaches_other_pages():
     assert not at.exception, at.exception
     assert "Terminé : 6 étapes" in texts(at, ("success",))
     name = snap.result["model_name"]
-    assert f"« {name} »" in texts(at, ("info",))
+    assert f"« {plain(name)} »" in texts(at, ("info",))
     curve = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert curve["data"][0]["x"] == [1, 2, 3, 4, 5, 6]
     assert [b.proto.label for b in at.get("download_button")] == [
@@ -217,7 +225,8 @@ def test_finetune_instruction_job_shows_before_and_after():
 def test_finetune_classification_job_in_english_shows_the_confusion_matrix(monkeypatch):
     at = app(FINETUNE)
     at.radio(key="_w.finetune.task").set_value("classify").run()
-    at.number_input(key="_w.finetune.small.classify.steps").set_value(20).run()
+    assert "seule une couche linéaire" not in texts(at)  # (the French note is checked in French below)
+    at.number_input(key="_w.finetune.small.classify.probe.steps").set_value(20).run()
     at.button(key="finetune.start").click().run()
     snap = wait_snapshot(at.session_state["finetune.job"], lambda s: s.finished)
     assert snap.status == "done", snap.message
@@ -293,7 +302,7 @@ def test_pretrain_hostile_input_is_refused_in_the_ui_language(lang, monkeypatch)
         assert at.button(key="pretrain.start").disabled
     at.text_input(key="_w.pretrain.lr").input("3e-3").run()
     at.number_input(key="_w.pretrain.warmup").set_value(500).run()              # warm-up longer than training
-    expect_said(at, lang, refusal_of(TrainConfig, steps=60, warmup=500, lang=lang), ("error",))
+    expect_said(at, lang, refusal_of(TrainConfig, steps=250, warmup=500, lang=lang), ("error",))
     at.number_input(key="_w.pretrain.warmup").set_value(5).run()
     at.select_slider(key="_w.pretrain.n_heads").set_value(12).run()             # 64 is not a multiple of 12
     expect_said(at, lang, refusal_of(GPTConfig, d_model=64, n_heads=12, lang=lang), ("error",))
@@ -342,12 +351,12 @@ def test_finetune_hostile_input_is_refused_in_the_ui_language(lang, monkeypatch)
         at.run()
         expect_said(at, lang, refusal_of(C.instruction_records, upload, lang=lang), ("error",))
     at.radio(key="_w.finetune.task").set_value("classify").run()
-    at.radio(key="_w.finetune.small.classify.src").set_value("upload").run()
+    at.radio(key="_w.finetune.small.classify.probe.src").set_value("upload").run()
     one_class = ("text,label\npanne wifi,reseau\ncâble,reseau\n".encode(), "one.csv")
-    files["_w.finetune.small.classify.file"] = one_class
+    files["_w.finetune.small.classify.probe.file"] = one_class
     at.run()
     expect_said(at, lang, refusal_of(C.classification_records, one_class, lang=lang), ("error",))
-    at.radio(key="_w.finetune.small.classify.src").set_value("bundled").run()
+    at.radio(key="_w.finetune.small.classify.probe.src").set_value("bundled").run()
     tiny_memory(monkeypatch)                                                    # a run that cannot fit
     at.run()
     expect_said(at, lang, lookup("training.cannot_start", lang).split("{")[0].strip(), ("error",))

@@ -442,7 +442,7 @@ def test_local_dir_with_tokenizer(tmp_path, hf_gpt2, gpt2):
 
 def test_available_tokenizers():
     names = [name for name, _ in T.available_tokenizers()]
-    assert names == ["gpt2", "smollm2", "gemma3", "mistral-sp", "barthez"]
+    assert names == ["gpt2", "smollm2", "gemma3", "mistral-sp", "barthez", "bart"]
 
 
 def test_load_is_cached_and_thread_safe():

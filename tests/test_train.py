@@ -713,26 +713,3 @@ def test_ollama_judge_without_server_fails_fast_with_a_sentence():
     assert fr(err.value).startswith(f"Aucun serveur Ollama ne répond sur 127.0.0.1:{port}")
     with raises_said(InvalidInput, "adresse de serveur Ollama valide"):
         ollama_judge(ITEMS, url="pas une url")
-
-
-def test_wandb_logger_only_when_installed_and_configured(monkeypatch, tmp_path):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "absent"))
-    monkeypatch.setitem(sys.modules, "wandb", None)  # import fails
-    logger, reason = wandb_logger("llm-explorer")
-    assert logger is None and "wandb n'est pas installé" in fr(reason)
-
-    logged = []
-    fake = types.SimpleNamespace(init=lambda **kw: types.SimpleNamespace(
-        log=lambda data, step: logged.append((step, data)), finish=lambda: None))
-    monkeypatch.setitem(sys.modules, "wandb", fake)
-    logger, reason = wandb_logger("llm-explorer")
-    assert logger is None and "wandb login" in fr(reason)
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    logger, reason = wandb_logger("llm-explorer")
-    assert reason is None
-    logger.log({"type": "step", "step": 3, "train_loss": 2.5, "lr": 1e-3, "tokens_seen": 96})
-    logger.log({"type": "eval", "step": 3, "val_loss": 2.7, "accuracy": 0.5})
-    logger.log({"type": "sample", "step": 3, "text": "ignored"})
-    assert logged == [(3, {"train/loss": 2.5, "train/lr": 1e-3, "train/tokens_seen": 96}),
-                      (3, {"val/loss": 2.7, "val/accuracy": 0.5})]

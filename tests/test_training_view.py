@@ -20,10 +20,13 @@ import torch
 from said import fr
 
 from explorer import corpus as C
+from explorer import history as H
+from explorer import run_job as J
 from explorer import runs as R
 from explorer.figures import training as F
 from explorer.jobs import JobManager
 from explorer.views import training_form as W
+from explorer.views import training_results as TR
 from gpt_core.config import GPTConfig
 from gpt_core.errors import GPTCoreError, InvalidInput
 from gpt_core.model import GPT
@@ -71,7 +74,7 @@ class FakeStore:
 def run_job(plan, store=None, cancel_after_steps=None):
     cancel = threading.Event()
     events = []
-    for event in R.job_fn(plan, store)(cancel):
+    for event in J.job_fn(plan, store)(cancel):
         events.append(event)
         if cancel_after_steps is not None and event["type"] == "step" and event["step"] >= cancel_after_steps:
             cancel.set()
@@ -87,7 +90,8 @@ def text_of(source, **kw):
 
 
 def pretrain(tok, text, hyper, prompt, arch=NANO):
-    return R.plan_pretrain(tok, text, arch, hyper, "cpu", prompt, R.RunNames("pré-entraîné", "GPT pré-entraîné ici"))
+    return R.plan_pretrain(tok, text, arch, hyper, "cpu", prompt, R.RunNames("pré-entraîné", "GPT pré-entraîné ici"),
+                           tokenizer_name="gpt2")
 
 
 # ------------------------------------------------------------------ sources
@@ -241,7 +245,7 @@ def test_finetune_plan_estimates_lora_and_frozen_blocks(tiny_base, tok):
 
 # ---------------------------------------------------------------------- jobs
 def test_pretraining_job_learns_measures_saves_and_registers(tok, tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "RUNS_DIR", tmp_path)
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(tmp_path))
     plan = pretrain(tok, text_of("corpus_fr"), R.Hyper(steps=16, batch_size=8, lr=1e-2, warmup=2), "Pour préparer une")
     store = FakeStore()
     events = run_job(plan, store)
@@ -258,6 +262,7 @@ def test_pretraining_job_learns_measures_saves_and_registers(tok, tmp_path, monk
     result, done = events[-2], events[-1]
     name = result["model_name"]
     assert name.startswith("pré-entraîné ") and list(store.custom) == [name]
+    assert store.custom[name].load_seconds == 0.0  # trained here, not loaded: no load time to show
     lm = store.custom[name]
     assert isinstance(lm, LoadedModel) and isinstance(lm.model, GPT) and not lm.model.training
     assert lm.model.cfg.n_layers == 1 and lm.tokenizer is tok and lm.source.family == "gpt"
@@ -267,29 +272,32 @@ def test_pretraining_job_learns_measures_saves_and_registers(tok, tmp_path, monk
     assert 8 <= len(dist["labels"]) <= 12 and len(dist["before"]) == len(dist["after"]) == len(dist["labels"])
     assert all(0 <= p <= 1 for p in dist["before"] + dist["after"])
     assert max(dist["after"]) > 10 * max(dist["before"])  # random init is flat, the trained model is not
-    assert done["checkpoint"] == str(tmp_path / plan.run_id)
-    archive = zipfile.ZipFile(io.BytesIO(W.checkpoint_zip(done["checkpoint"])))
+    assert done["checkpoint"] == str(tmp_path / "checkpoints" / plan.run_id)
+    record = H.RunStore().get(plan.run_id)
+    assert record.status == "done" and record.config["tokenizer"] == "gpt2" and record.config["steps"] == 16
+    assert record.history["train_steps"] == list(range(1, 17)) and record.history["val_loss"] == evals
+    archive = zipfile.ZipFile(io.BytesIO(TR.checkpoint_zip(done["checkpoint"])))
     assert sorted(n.split("/", 1)[1] for n in archive.namelist()) == ["config.json", "model.safetensors"]
-    run = R.get_run(plan.run_id)
-    out = R.compare_prompt(run, "Il était une fois")
+    run = J.get_run(plan.run_id)
+    out = J.compare_prompt(run, "Il était une fois")
     assert set(out) == {"before_text", "after_text", "dist"}
     with pytest.raises(InvalidInput) as err:
-        R.compare_prompt(run, "  ")
+        J.compare_prompt(run, "  ")
     assert err.value.code == "evaluate.empty_prompt"
     with pytest.raises(InvalidInput) as err:
-        W.checkpoint_zip(tmp_path / "gone")
+        TR.checkpoint_zip(tmp_path / "gone")
     assert err.value.code == "runs.no_checkpoint"
 
 
 def test_job_through_the_manager_gives_metrics_json(tok, tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "RUNS_DIR", tmp_path)
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(tmp_path))
     plan = pretrain(tok, text_of("corpus_en"), R.Hyper(steps=5, batch_size=4, warmup=0), "To make a")
     manager = JobManager()
-    job = manager.submit(plan.kind, R.job_fn(plan, None), {**plan.params, "run_id": plan.run_id})
+    job = manager.submit(plan.kind, J.job_fn(plan, None), {**plan.params, "run_id": plan.run_id})
     snap = manager.wait(job, timeout=120)
     assert snap.status == "done", snap.message
     assert snap.result["model_name"] is None  # no store given: nothing registered
-    metrics = json.loads(W.metrics_json(snap))
+    metrics = json.loads(TR.metrics_json(snap))
     assert metrics["status"] == "done" and metrics["params"]["steps"] == 5
     assert metrics["message"].startswith("Entraînement terminé : 5 étapes")  # said in the (default) French
     assert metrics["history"]["train_loss"] == snap.train_loss and len(snap.train_loss) == 5
@@ -297,7 +305,7 @@ def test_job_through_the_manager_gives_metrics_json(tok, tmp_path, monkeypatch):
 
 
 def test_cancelled_and_diverged_jobs_end_with_a_message_and_register_nothing(tok, tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "RUNS_DIR", tmp_path)
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(tmp_path))
     text = text_of("corpus_fr")
     store = FakeStore()
     plan = pretrain(tok, text, R.Hyper(steps=500, batch_size=4), "Le")
@@ -309,11 +317,14 @@ def test_cancelled_and_diverged_jobs_end_with_a_message_and_register_nothing(tok
     assert events[-1]["type"] == "diverged"
     said = fr(events[-1]["message"])
     assert "divergé" in said and "taux d'apprentissage plus petit" in said
-    assert store.custom == {} and not list(tmp_path.iterdir())
+    assert store.custom == {} and not list((tmp_path / "checkpoints").glob("*"))
+    recorded = {r.run_id: r for r in H.RunStore().list()}
+    assert recorded[plan.run_id].status == "cancelled" and recorded[hot.run_id].status == "diverged"
+    assert recorded[plan.run_id].checkpoint == "" and recorded[plan.run_id].history["train_steps"] == [1, 2]
 
 
 def test_instruction_job_with_lora_leaves_the_base_untouched(tiny_base, tok, tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "RUNS_DIR", tmp_path)
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(tmp_path))
     before = state_of(tiny_base)
     opts = R.FinetuneOptions("instruct", "lora", lora_r=4, mask_prompt=True, max_length=64)
     plan = R.plan_finetune(tiny_base, tok, C.instruction_records(), opts, R.Hyper(steps=4, batch_size=4, warmup=0),
@@ -330,11 +341,11 @@ def test_instruction_job_with_lora_leaves_the_base_untouched(tiny_base, tok, tmp
     assert "tiny, fine-tuné ici (instruct)" in lm.source.label
     for key, value in state_of(tiny_base).items():
         assert torch.equal(value, before[key]), key
-    assert "after_text" in R.compare_prompt(R.get_run(plan.run_id), "Traduis en anglais : le soleil")
+    assert "after_text" in J.compare_prompt(J.get_run(plan.run_id), "Traduis en anglais : le soleil")
 
 
 def test_classification_job_reports_accuracy_and_confusion(tiny_base, tok, tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "RUNS_DIR", tmp_path)
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(tmp_path))
     opts = R.FinetuneOptions("classify", max_length=48, n_last=2)
     plan = R.plan_finetune(tiny_base, tok, C.classification_records(), opts,
                            R.Hyper(steps=60, batch_size=16, lr=3e-3, warmup=5), "cpu")
@@ -349,22 +360,23 @@ def test_classification_job_reports_accuracy_and_confusion(tiny_base, tok, tmp_p
     assert len(cmp["rows"]) == 3 and cmp["rows"][0]["after"] in rep["labels"]
     assert sum(cmp["dist"]["after"]) == pytest.approx(1.0)
     assert store.custom == {}  # a classifier is not a language model: not offered to other pages
-    out = R.compare_prompt(R.get_run(plan.run_id), "L'imprimante du 2e étage n'imprime plus.")
+    out = J.compare_prompt(J.get_run(plan.run_id), "L'imprimante du 2e étage n'imprime plus.")
     assert out["labels"] == rep["labels"] and sum(out["after"]) == pytest.approx(1.0)
     with pytest.raises(InvalidInput) as err:
-        R.compare_prompt(R.get_run(plan.run_id), "   ")
+        J.compare_prompt(J.get_run(plan.run_id), "   ")
     assert err.value.code == "evaluate.empty_text"
 
 
-def test_only_the_last_runs_are_kept(tok, tmp_path, monkeypatch):
+def test_only_the_last_runs_stay_in_memory(tok, tmp_path):
     store = FakeStore()
-    for i in range(R.MAX_KEPT_RUNS + 1):
+    for i in range(J.MAX_KEPT_RUNS + 1):
         (tmp_path / f"r{i}").mkdir()
         store.custom[f"m{i}"] = object()
-        R.remember(R.TrainedRun(f"r{i}", "lm", tok, None, torch.nn.Linear(1, 1), None, 8, "alpaca", f"m{i}",
+        J.remember(J.TrainedRun(f"r{i}", "lm", tok, None, torch.nn.Linear(1, 1), None, 8, "alpaca", f"m{i}",
                                 str(tmp_path / f"r{i}")), store)
-    assert R.get_run("r0") is None and R.get_run(f"r{R.MAX_KEPT_RUNS}") is not None
-    assert not (tmp_path / "r0").exists() and "m0" not in store.custom and "m1" in store.custom
+    assert J.get_run("r0") is None and J.get_run(f"r{J.MAX_KEPT_RUNS}") is not None
+    # the oldest model leaves the sidebar (memory); its checkpoint stays for the run history
+    assert (tmp_path / "r0").exists() and "m0" not in store.custom and "m1" in store.custom
 
 
 # ------------------------------------------------------------------ figures

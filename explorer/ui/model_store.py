@@ -17,7 +17,7 @@ from gpt_core.hub import hub_reachable
 from gpt_core.registry import LoadedModel, is_available_offline, list_sources, load_with_fallback
 
 from explorer.ui.i18n import current_lang, t
-from explorer.ui.messages import plain, say
+from explorer.ui.messages import number, plain, say
 from explorer.ui.state import guard_url
 
 MODEL_KEY = "app.model"
@@ -99,7 +99,7 @@ def label_of(source) -> str:
 def tokenizer_label(tokenizer) -> str:
     """A tokenizer's name in the UI language (``tokenizer.opt.<name>``), else its own label."""
     key = f"tokenizer.opt.{getattr(tokenizer, 'name', '')}"
-    text = t(key)
+    text = t(key, vocab=number(int(getattr(tokenizer, "vocab_size", 0) or 0), current_lang()))
     return text if text != key else tokenizer.label
 
 

@@ -60,7 +60,10 @@ def render_sidebar():
     persisted(bar.selectbox, t("sidebar.device"), DEVICE_KEY, "cpu", options=available_devices())
     with bar:
         lm = current_model()
-        st.caption(t("sidebar.loaded", label=label_of(lm.source), seconds=decimal(lm.load_seconds, 1)))
+        if lm.load_seconds:
+            st.caption(t("sidebar.loaded", label=plain(label_of(lm.source)), seconds=decimal(lm.load_seconds, 1)))
+        else:  # a model trained here was not loaded: its training time is not a load time
+            st.caption(t("sidebar.trained", label=plain(label_of(lm.source))))
         if lm.note:
             st.warning(t("sidebar.fallback", reason=plain(say(lm.note))), icon=":material/warning:")
     lesson_banner(st)  # above the page: the step of a lesson a link opened, what to look at

@@ -303,7 +303,7 @@ def persisted(widget: Callable, label: str, name: str, default: Any, *, options:
 # Query parameters the app reads: the aliases, the Attention page's own ``layer``/``head``, and persisted names
 # (``<area>.<name>``) of these areas. Anything else in a URL is ignored, with a notice.
 URL_AREAS = {"app", "home", "tok", "emb", "attention", "logit_lens", "architecture", "next_token", "decoding", "data",
-             "corpus", "pretrain", "finetune", "lessons"}
+             "corpus", "pretrain", "finetune", "lessons", "seq2seq", "history"}
 SHORT_PARAMS = set(URL_ALIASES.values()) | {"layer", "head"}
 ECHOED = {"layer", "head"}                  # a page repeats these in its own messages: letters and digits only
 MAX_URL_PARAMS = 64

@@ -20,6 +20,8 @@ from explorer.ui.model_store import DEVICE_KEY, current_model, label_of, store
 from explorer.ui.state import persisted
 from explorer.views import data as data_view
 from explorer.views import training_form as W
+from explorer.views.tracking import tracking_options
+from explorer.views.training_results import results
 from explorer.views.decoding_settings import follow_language
 
 A = "finetune"
@@ -38,8 +40,8 @@ def _base_and_task(lm, device: str):
                  layers=info.n_layers, ctx=W.thousands(info.context_length)))
     task = persisted(st.radio, t("training.ft.task"), f"{A}.task", "instruct", options=["instruct", "classify"],
                      format_func=lambda k: t(f"training.ft.task.{k}"), horizontal=True)
-    if large:
-        st.info(t(f"training.ft.large_note.{task}"))
+    if large and task == "instruct":
+        st.info(t("training.ft.large_note.instruct"))
     return base, info, task, large
 
 
@@ -66,18 +68,30 @@ def _options(P: str, task: str, info, d_opts: R.FinetuneOptions):
         style = persisted(c[1].selectbox, t("training.ft.style"), f"{P}.style",
                           follow_language(f"{P}.style", data_view.ALPACA_STYLE), options=list(ALPACA_STYLES))
         opts = R.FinetuneOptions("instruct", method, lora_r, mask, style, max_length)
+    elif d_opts.method == "probe":
+        c[0].caption(t("training.ft.probe_note", d=info.d_model))
+        opts = R.FinetuneOptions("classify", "probe", max_length=max_length)
     else:
         n_last = persisted(c[0].slider, t("training.ft.n_last"), f"{P}.n_last", d_opts.n_last, min_value=0,
                            max_value=info.n_layers, help=t("training.ft.n_last_help"))
         c[1].caption(t("training.ft.head_note"))
-        opts = R.FinetuneOptions("classify", max_length=max_length, n_last=n_last)
+        opts = R.FinetuneOptions("classify", "blocks", max_length=max_length, n_last=n_last)
     return upload, opts, src == "bundled" or upload is not None
+
+
+def _classify_method() -> str:
+    """Probe (the default: the model stays frozen) or training the last blocks with a new head."""
+    return persisted(st.radio, t("training.ft.classify_method"), f"{A}.classify_method", "probe",
+                     options=["probe", "blocks"], format_func=lambda k: t(f"training.ft.cmethod.{k}"),
+                     horizontal=True)
 
 
 def _plan(base, task: str, upload, opts: R.FinetuneOptions, hyper: R.Hyper, device: str) -> R.RunPlan:
     records = W.cached_records(task, upload)
-    names = R.RunNames(t(f"training.name.{task}"), t("training.label.ft", base=label_of(base.source), task=task))
-    plan = R.plan_finetune(base.model, base.tokenizer, records, opts, hyper, device, names)
+    names = R.RunNames(t(f"training.name.{task}"), t("training.label.ft", base=label_of(base.source),
+                                                     task=t(f"training.ft.task.{task}")))
+    plan = R.plan_finetune(base.model, base.tokenizer, records, opts, hyper, device, names, base_key=base.source.key,
+                           tokenizer_name=getattr(base.tokenizer, "name", ""))
     st.caption(t(f"training.ft.data_info.{task}", n=len(records), classes=len(plan.labels or [])))
     return plan
 
@@ -91,8 +105,10 @@ def page() -> None:
     left, right = st.columns(2, border=True)
     with left:
         base, info, task, large = _base_and_task(lm, device)
-    P = f"{A}.{'large' if large else 'small'}.{task}"  # defaults and choices kept per model size and task
-    d_hyper, d_opts = R.finetune_defaults(large, task, info.n_layers)
+        method = _classify_method() if task == "classify" else None
+    # defaults and choices kept per model size, task and (classification) method
+    P = f"{A}.{'large' if large else 'small'}.{task}" + (f".{method}" if method else "")
+    d_hyper, d_opts = R.finetune_defaults(large, task, info.n_layers, method)
     with right:
         upload, opts, ready = _options(P, task, info, d_opts)
     st.markdown(f"**{t('training.hyper')}**")
@@ -109,7 +125,8 @@ def page() -> None:
         st.markdown(f"**{t('training.estimate')}**")
         if not W.show_estimate(plan.estimate):
             plan = None
-    W.start_button(A, plan, store())
+    tracking = tracking_options(A)
+    W.start_button(A, plan, store(), tracking)
     snap = W.job_panel("finetune", A)
     if snap is not None:
-        W.results(snap, A)
+        results(snap, A)

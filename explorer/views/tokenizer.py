@@ -18,6 +18,7 @@ import streamlit as st
 
 from gpt_core import tokenlab
 from gpt_core.errors import GPTCoreError, HubUnavailable
+from gpt_core.hub import hub_reachable
 from gpt_core.tokenizers import load_tokenizer
 
 from explorer.figures.tokens import (GLYPH_CODES, chips_html, glyph_legend, language_chart, merges_frame,
@@ -29,9 +30,10 @@ from explorer.ui.text_input import check_text, show_messages
 from explorer.ui.token_chips import visible
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples" / "tokenizer_examples.json"
-BUILTIN = ["gpt2", "barthez", "gemma3", "bpe-fr", "bpe-en", "smollm2", "mistral-sp"]
+BUILTIN = ["gpt2", "barthez", "bart", "gemma3", "bpe-fr", "bpe-en", "smollm2", "mistral-sp"]
 LANGUAGE_BPES = {"bpe-fr": "fr", "bpe-en": "en"}  # trained live on the built-in corpora (gpt_core caches them)
 DEFAULT = ["gpt2", "barthez"]
+DEFAULT_ONLINE = ["gpt2", "barthez", "bart"]  # with the hub: BARThez's French SentencePiece beside BART's English BPE
 # offline, BARThez is replaced by tokenizers that show the French/English contrast
 STAND_INS = ["gemma3", "bpe-fr", "bpe-en"]
 TRAINED_PREFIX = "trained:"
@@ -85,7 +87,8 @@ def get_tokenizer(key: str):
 def choose_tokenizers() -> list[str]:
     """The multiselect of 1 to 4 tokenizers (built-in ones and those trained here)."""
     options = BUILTIN + [TRAINED_PREFIX + name for name in trained()]
-    shown = st.session_state.get(widget_key(SEL, per_lang=True), get(SEL, DEFAULT))
+    default = DEFAULT_ONLINE if hub_reachable() else DEFAULT
+    shown = st.session_state.get(widget_key(SEL, per_lang=True), get(SEL, default))
     selected = [k for k in shown if k in options]   # a trained tokenizer may have been dropped
     pending = st.session_state.pop(PENDING, None)
     if pending in options and pending not in selected:
@@ -93,7 +96,7 @@ def choose_tokenizers() -> list[str]:
     if selected != list(shown):
         set_value(SEL, selected, per_lang=True)
     labels = {k: option_label(k) for k in options}  # said now, in this run's language
-    return list(persisted(st.multiselect, t("tokenizer.choose"), SEL, list(DEFAULT), options=options, per_lang=True,
+    return list(persisted(st.multiselect, t("tokenizer.choose"), SEL, list(default), options=options, per_lang=True,
                           format_func=labels.get, max_selections=tokenlab.MAX_COMPARED,
                           help=t("tokenizer.choose_help")))
 
@@ -158,8 +161,9 @@ def load_selected(keys: list[str]) -> list:
     added = [(k, tok) for k in STAND_INS if k not in keys and (tok := _load(k)) is not None][:room]
     labels = [option_label(k) for k, _ in added]
     shown = ", ".join(labels[:-1]) + t("tokenizer.and") + labels[-1] if len(labels) > 1 else "".join(labels)
-    st.warning(t("tokenizer.offline_stand_ins" if added else "tokenizer.offline_left_out",
-                 names=", ".join(option_label(k) for k in missing), shown=shown), icon="📡")
+    many = "_many" if len(missing) > 1 else ""  # "BARThez and BART cannot be reached" takes the plural
+    st.warning(t(("tokenizer.offline_stand_ins" if added else "tokenizer.offline_left_out") + many,
+                 names=t("tokenizer.and").join(option_label(k) for k in missing), shown=shown), icon="📡")
     first = loaded.index(missing)
     return [tok for tok in loaded[:first] if tok is not missing] + [tok for _, tok in added] + \
         [tok for tok in loaded[first:] if tok is not missing]

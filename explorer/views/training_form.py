@@ -1,18 +1,14 @@
-"""What the Pretrain and Fine-tune pages share: hyperparameters, the estimate, the job panel and its results.
+"""What the Pretrain and Fine-tune pages share: hyperparameters, the estimate, the start button, the live job.
 
-Streamlit code only: plans, jobs and the run registry are in
-:mod:`explorer.runs`; figures in :mod:`explorer.figures.training`. Every
-gpt_core refusal or job message is said in the user's language with
-:mod:`explorer.ui.messages`.
+Streamlit code only: plans are in :mod:`explorer.runs`, the job in :mod:`explorer.run_job`,
+figures in :mod:`explorer.figures.training`; a finished job is drawn by
+:mod:`explorer.views.training_results`. Every gpt_core refusal or job message is said in
+the user's language with :mod:`explorer.ui.messages`.
 """
 from __future__ import annotations
 
-import functools
-import io
-import json
 import math
-import zipfile
-from pathlib import Path
+import time
 
 import streamlit as st
 
@@ -20,14 +16,17 @@ from gpt_core.errors import GPTCoreError, InvalidInput, Message
 from gpt_core.tokenizers import load_tokenizer
 from gpt_core.train import parse_learning_rate
 
+from explorer import history as H
+from explorer import run_job as J
 from explorer import runs as R
 from explorer.corpus import records_for
 from explorer.figures import training as F
-from explorer.figures.bars import fixed, percent
 from explorer.jobs import get_manager
 from explorer.ui.i18n import current_lang, t
 from explorer.ui.messages import decimal, number, plain, say
 from explorer.ui.state import persisted
+from explorer.views.history import owner
+
 
 
 # ================================================================ wording
@@ -58,11 +57,23 @@ def duration_text(seconds: float) -> str:
     return f"{decimal(seconds / 3600, 1)} h"
 
 
+def short_duration(seconds: float) -> str:
+    """0.0042 -> '4,2 ms', 0.35 -> '0,35 s' (a speed measured for an estimate)."""
+    if seconds < 0.1:
+        return f"{decimal(seconds * 1000, 1)} ms"
+    return f"{decimal(seconds, 2)} s"
+
+
 def size_text(n_bytes: float) -> str:
     """Bytes as "1.25 GB" / "1,25 Go" or "340 MB" / "340 Mo"."""
     if n_bytes >= 1e8:
         return t("training.size.gb", n=number(round(n_bytes / 1e9, 2), current_lang()))
     return t("training.size.mb", n=number(int(round(n_bytes / 1e6)), current_lang()))
+
+
+def blocks_text(n: int) -> str:
+    """'1 bloc' / '4 blocs' ('1 block' / '4 blocks')."""
+    return t("training.blocks.one") if n == 1 else t("training.blocks.many", n=n)
 
 
 def thousands(n: int) -> str:
@@ -128,24 +139,43 @@ def show_estimate(est: dict) -> bool:
     free = est.get("available_bytes")
     st.caption(t("training.estimate_note", device=est["device"], precision=est["precision"],
                  free=size_text(free) if free else "?"))
+    if est.get("parts"):
+        st.caption(assumptions(est))
     if not est.get("fits", True):
         st.error(t("training.cannot_start", reason=said(est.get("reason"))))
         return False
     return True
 
 
-def start_button(area: str, plan: R.RunPlan | None, store) -> None:
+PHASES = ("features", "train", "eval", "generate", "copy", "save")
+
+
+def assumptions(est: dict) -> str:
+    """What the time estimate assumes: the speeds measured just now and the time of each phase."""
+    a, parts = est["assumes"], est["parts"]
+    shown = ", ".join(t(f"training.phase.{k}", s=duration_text(parts[k])) for k in PHASES if parts.get(k, 0) >= 0.05)
+    speeds = []
+    if a.get("step_s"):
+        speeds.append(t("training.assume.step", s=short_duration(a["step_s"])))
+    if a.get("token_s"):
+        speeds.append(t("training.assume.token", s=short_duration(a["token_s"])))
+    return t("training.assume", speeds="; ".join(speeds) or "–", parts=shown or "–")
+
+
+def start_button(area: str, plan: R.RunPlan | None, store, tracking: dict | None = None) -> None:
     """The start button (disabled without a valid plan); a busy server means a queue, said first."""
+    H.startup()  # once per process: half-written run folders removed, size cap applied
     running = get_manager().running_job()
     if running is not None:
         st.info(t("training.busy", kind=t(f"training.kind.{running.kind}"), step=running.step,
                   total=running.total_steps or "?"))
     if st.button(t("training.start"), type="primary", disabled=plan is None, key=f"{area}.start"):
-        st.session_state[f"{area}.job"] = R.submit(plan, store)
+        plan.tracking = dict(tracking or {})
+        st.session_state[f"{area}.job"] = J.submit(plan, store, owner())
 
 
 # ================================================================ live job
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """Generated text for display: newlines shown as ↵ (a run of them would make a tall empty box)."""
     if not text or not text.strip():
         return t("training.empty") if not text else text.replace("\n", "↵")
@@ -161,15 +191,15 @@ def _cancel_button(snap) -> None:
 def _samples(snap) -> None:
     last = snap.samples[-1]
     st.markdown(t("training.sample", step=last["step"]))
-    st.code(_one_line(last["text"]), language=None, wrap_lines=True)
+    st.code(one_line(last["text"]), language=None, wrap_lines=True)
     if len(snap.samples) > 1:
         with st.expander(t("training.samples_before")):
             for s in reversed(snap.samples[:-1]):
                 st.caption(t("training.sample", step=s["step"]))
-                st.code(_one_line(s["text"]), language=None, wrap_lines=True)
+                st.code(one_line(s["text"]), language=None, wrap_lines=True)
 
 
-def _progress(snap, live: bool) -> None:
+def progress_view(snap, live: bool) -> None:
     if snap.status == "queued":
         st.info(t("training.queued", pos=snap.queue_position or "?"))
     else:
@@ -197,6 +227,16 @@ def _progress(snap, live: bool) -> None:
         _cancel_button(snap)
 
 
+def job_settings(snap) -> str:
+    """The settings of the job shown (which may not be the form's current ones), and when it started."""
+    p = snap.params
+    what = t("training.job_arch", blocks=blocks_text(p["architecture"]["n_layers"]),
+             d=p["architecture"]["d_model"], ctx=p["architecture"]["context"]) if "architecture" in p \
+        else t(f"training.job_task.{p.get('task', 'instruct')}.{p.get('method', 'full')}")
+    return t("training.job_settings", what=what, steps=p.get("steps", "?"), batch=p.get("batch_size", "?"),
+             at=time.strftime("%H:%M", time.localtime(snap.submitted_at)))
+
+
 @st.fragment(run_every=1.0)
 def _live(job_id: str) -> None:
     snap = get_manager().snapshot(job_id)
@@ -204,7 +244,7 @@ def _live(job_id: str) -> None:
         return
     if snap.finished:
         st.rerun()  # the whole page draws the final view, without a timer
-    _progress(snap, live=True)
+    progress_view(snap, live=True)
 
 
 def job_panel(kind: str, area: str):
@@ -222,160 +262,8 @@ def job_panel(kind: str, area: str):
         return None
     st.session_state[f"{area}.job"] = snap.job_id
     st.subheader(t("training.job_title"))
+    st.caption(job_settings(snap))
     if snap.active:
         _live(snap.job_id)
         return None
     return snap
-
-
-# ================================================================ downloads
-def checkpoint_zip(path: str | Path) -> bytes:
-    """The checkpoint directory (config.json + model.safetensors, ...) as a zip archive."""
-    path = Path(path)
-    if not path.is_dir():
-        raise InvalidInput("runs.no_checkpoint", "The checkpoint no longer exists on the server.")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for file in sorted(path.rglob("*")):
-            if file.is_file():
-                zf.write(file, f"{path.name}/{file.relative_to(path)}")
-    return buf.getvalue()
-
-
-def metrics_json(snap) -> str:
-    """A job's parameters, status, loss history and before/after results as indented JSON."""
-    result = dict(snap.result or {})
-    payload = {
-        "kind": snap.kind, "status": snap.status, "message": say(snap.message) if isinstance(
-            snap.message, Message) else snap.message, "params": snap.params,
-        "elapsed_s": snap.elapsed, "tokens_seen": snap.tokens_seen, "steps_done": snap.step,
-        "history": result.get("history") or {"step": snap.train_steps, "train_loss": snap.train_loss,
-                                             "eval_step": snap.val_steps, "val_loss": snap.val_loss},
-        "comparison": result.get("comparison"), "model_name": result.get("model_name"),
-    }
-    return json.dumps(payload, indent=2, ensure_ascii=False, default=str)
-
-
-def downloads(snap, area: str) -> None:
-    cols = iter(st.columns(2))
-    ckpt = (snap.result or {}).get("checkpoint")
-    if snap.status == "done" and ckpt and Path(ckpt).is_dir():
-        next(cols).download_button(t("training.dl_ckpt"), data=functools.partial(checkpoint_zip, ckpt),
-                                   file_name=f"{area}-{snap.job_id}.zip", mime="application/zip", on_click="ignore",
-                                   key=f"{area}.dl_ckpt")
-    next(cols).download_button(t("training.dl_metrics"), data=metrics_json(snap), on_click="ignore",
-                               file_name=f"{area}-{snap.job_id}-metrics.json", mime="application/json",
-                               key=f"{area}.dl_metrics")
-
-
-def _status_line(snap) -> None:
-    if snap.status == "done":
-        train_loss = snap.train_loss[-1] if snap.train_loss else float("nan")
-        val = decimal(snap.val_loss[-1]) if snap.val_loss else "–"
-        st.success(t("training.done", steps=snap.step, loss=decimal(train_loss), val=val,
-                     seconds=duration_text(snap.elapsed)))
-    elif snap.status == "cancelled":
-        st.warning(t("training.cancelled", step=snap.step))
-    elif snap.status == "diverged":
-        st.error(t("training.diverged", msg=said(snap.message)))
-    else:
-        st.error(t("training.failed", msg=said(snap.message)))
-
-
-# ================================================================ before / after
-def _answers(cmp: dict, task: str) -> None:
-    names = (t("training.before"), t("training.after"))
-    for i, row in enumerate(cmp["rows"], 1):
-        with st.container(border=True):
-            if task == "instruct":
-                st.markdown(f"**{i}. {plain(row['instruction'])}**"
-                            + (f"  \n_{plain(row['input'])}_" if row.get("input") else ""))
-                cols = st.columns(3)
-                cols[0].caption(t("training.expected"))
-                cols[0].code(row.get("expected") or "–", language=None, wrap_lines=True)
-            else:
-                st.markdown(f"**{t('training.prompt')}** `{row['prompt']}`")
-                cols = st.columns(2)
-            for col, name, key in zip(cols[-2:], names, ("before", "after")):
-                col.caption(name)
-                col.code(_one_line(row[key]), language=None, wrap_lines=True)
-    dist = cmp.get("dist")
-    if dist:
-        st.plotly_chart(F.compare_bars(dist["labels"], dist["before"], dist["after"], names,
-                                       t("training.dist_title"), current_lang()), width="stretch")
-
-
-def _classify(cmp: dict) -> None:
-    rep, lang = cmp["report"], current_lang()
-    m = st.columns(3)
-    m[0].metric(t("training.acc_before"), percent(cmp["accuracy_before"], 0, lang))
-    m[1].metric(t("training.acc_after"), percent(rep["accuracy"], 0, lang), delta=t(
-        "training.vs_majority", pts=f"{(rep['accuracy'] - rep['majority_baseline']) * 100:+.0f}"))
-    m[2].metric(t("training.majority_metric"), percent(rep["majority_baseline"], 0, lang),
-                help=t("training.majority_help", label=rep["majority_label"]))
-    left, right = st.columns(2)
-    left.plotly_chart(F.confusion_heatmap(rep["confusion_matrix"], rep["labels"], t("training.confusion", n=rep["n"]),
-                                          t("training.predicted"), t("training.true"), t("training.count"), lang),
-                      width="stretch")
-    right.dataframe([{t("training.class"): k, t("training.precision"): fixed(v["precision"], 2, lang),
-                      t("training.recall"): fixed(v["recall"], 2, lang), "F1": fixed(v["f1"], 2, lang),
-                      t("training.support"): v["support"]} for k, v in rep["per_class"].items()],
-                    hide_index=True, width="stretch")
-    right.dataframe([{t("training.true"): r["label"], t("training.before"): r["before"], t("training.after"): r["after"],
-                      t("training.text"): r["text"]} for r in cmp["rows"]], hide_index=True, width="stretch")
-    if cmp.get("dist"):
-        d = cmp["dist"]
-        st.plotly_chart(F.compare_bars(d["labels"], d["before"], d["after"], (t("training.before"), t("training.after")),
-                                       t("training.class_dist"), lang), width="stretch")
-
-
-def _try_output(run: R.TrainedRun, out: dict) -> None:
-    names = (t("training.before"), t("training.after"))
-    if run.task == "classify":
-        st.plotly_chart(F.compare_bars(out["labels"], [0.0] * len(out["labels"]), out["after"],
-                                       ("", names[1]), t("training.class_dist"), current_lang()), width="stretch")
-        return
-    for col, key, name in zip(st.columns(2), ("before_text", "after_text"), names):
-        if key in out:
-            col.caption(name)
-            col.code(_one_line(out[key]), language=None, wrap_lines=True)
-    if out.get("dist"):
-        st.plotly_chart(F.compare_bars(out["dist"]["labels"], out["dist"]["before"], out["dist"]["after"],
-                                       names, t("training.dist_title"), current_lang()), width="stretch")
-
-
-def _try_prompt(run: R.TrainedRun, area: str) -> None:
-    with st.form(f"{area}.try_form"):
-        text = st.text_area(t(f"training.try.{run.task}"), value=st.session_state.get(f"{area}.try_text", ""), height=80)
-        go = st.form_submit_button(t("training.try.go"))
-    if go:
-        st.session_state[f"{area}.try_text"] = text
-        try:
-            st.session_state[f"{area}.try_out"] = (run.run_id, R.compare_prompt(run, text))
-        except GPTCoreError as exc:
-            refused(exc)
-    saved = st.session_state.get(f"{area}.try_out")
-    if saved and saved[0] == run.run_id:
-        _try_output(run, saved[1])
-
-
-def results(snap, area: str) -> None:
-    """The final view of a job: status, loss curve, before/after, the registered model, downloads."""
-    _status_line(snap)
-    _progress(snap, live=False)
-    res = snap.result or {}
-    cmp = res.get("comparison")
-    if snap.status == "done" and cmp:
-        st.subheader(t("training.before_after"))
-        if res.get("task") == "classify":
-            _classify(cmp)
-            st.caption(t("training.not_registered"))
-        else:
-            _answers(cmp, res.get("task"))
-            if res.get("model_name"):
-                st.info(t("training.registered", name=res["model_name"]))
-        run = R.get_run(res.get("run_id"))
-        if run is not None:
-            st.markdown(f"**{t('training.try.title')}**")
-            _try_prompt(run, area)
-    downloads(snap, area)

@@ -1,0 +1,53 @@
+"""Deployment settings, read from environment variables at each call (so tests can change them).
+
+=============================  ==========================================  =====================
+variable                       meaning                                     default
+=============================  ==========================================  =====================
+``LLM_EXPLORER_RUNS``          folder of trained checkpoints and the       ``<cache>/runs``
+                               run history database
+``LLM_EXPLORER_RUNS_MAX_GB``   size cap of that folder; the oldest runs    ``5``
+                               are deleted first
+``LLM_EXPLORER_OLLAMA_URL``    the Ollama server the answer judge calls    ``http://127.0.0.1:11434``
+``LLM_EXPLORER_OLLAMA_MODEL``  the judge model served by Ollama            ``llama3``
+=============================  ==========================================  =====================
+
+The Ollama address is a deployment setting, never typed by a visitor: a public
+server must not be made to call addresses of a visitor's choosing.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from gpt_core.hub import cache_dir
+
+DEFAULT_RUNS_MAX_GB = 5.0
+DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+DEFAULT_OLLAMA_MODEL = "llama3"
+
+
+def runs_dir() -> Path:
+    """Where trained checkpoints and ``history.sqlite`` live (survives server restarts)."""
+    root = os.environ.get("LLM_EXPLORER_RUNS", "").strip()
+    return Path(root).expanduser() if root else cache_dir() / "runs"
+
+
+def runs_max_bytes() -> int:
+    """The size cap of :func:`runs_dir` in bytes (an unreadable or negative value gives the default)."""
+    raw = os.environ.get("LLM_EXPLORER_RUNS_MAX_GB", "").strip()
+    try:
+        gb = float(raw) if raw else DEFAULT_RUNS_MAX_GB
+    except ValueError:
+        gb = DEFAULT_RUNS_MAX_GB
+    if not math.isfinite(gb) or gb <= 0:
+        gb = DEFAULT_RUNS_MAX_GB
+    return int(gb * 1e9)
+
+
+def ollama_url() -> str:
+    return (os.environ.get("LLM_EXPLORER_OLLAMA_URL", "").strip() or DEFAULT_OLLAMA_URL).rstrip("/")
+
+
+def ollama_model() -> str:
+    return os.environ.get("LLM_EXPLORER_OLLAMA_MODEL", "").strip() or DEFAULT_OLLAMA_MODEL
