@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch.nn as nn
@@ -19,7 +18,7 @@ import torch.nn as nn
 from gpt_core import data as D
 from gpt_core.backend import backend_of
 from gpt_core.config import GPTConfig
-from gpt_core.errors import InvalidInput, note
+from gpt_core.errors import InvalidInput
 from gpt_core.evaluate import continue_text
 from gpt_core.timing import Work, job_seconds
 from gpt_core.train import (

@@ -28,7 +28,7 @@ from .backend import backend_of
 __all__ = ["Work", "job_seconds", "forward_seconds", "token_seconds", "STEP_FACTOR"]
 
 # a training step costs this many forward passes of the same batch
-STEP_FACTOR = {"full": 3.2, "lora": 2.6, "none": 0.0}
+STEP_FACTOR = {"full": 3.2, "lora": 2.0, "none": 0.0}
 PROBE_STEP_S = 0.004        # one step of a linear probe on cached features
 COPY_BYTES_PER_S = 1.2e9    # deep copy of a model in memory (and its float32 conversion)
 SAVE_BYTES_PER_S = 0.4e9    # safetensors write of a checkpoint

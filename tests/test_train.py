@@ -9,9 +9,7 @@ import http.server
 import json
 import math
 import socket
-import sys
 import threading
-import types
 
 import pytest
 from said import fr, raises_said
@@ -24,7 +22,7 @@ from gpt_core.config import GPTConfig
 from gpt_core.errors import GPTCoreError, InvalidInput
 from gpt_core.evaluate import (
     OllamaUnavailable, alpaca_prompt, class_probabilities, classification_report, continue_text, generate_answers,
-    lm_loss, next_token_probs, ollama_judge, save_json, top_token_union, wandb_logger,
+    lm_loss, next_token_probs, ollama_judge, save_json, top_token_union,
 )
 from gpt_core.model import GPT
 from gpt_core.train import (

@@ -25,7 +25,6 @@ from explorer import run_job as J
 from explorer import runs as R
 from explorer.figures import training as F
 from explorer.jobs import JobManager
-from explorer.views import training_form as W
 from explorer.views import training_results as TR
 from gpt_core.config import GPTConfig
 from gpt_core.errors import GPTCoreError, InvalidInput
@@ -395,3 +394,30 @@ def test_confusion_heatmap_and_compare_bars():
     bars = F.compare_bars(["x", "y"], [0.1, 0.2], [0.5, 0.3], ("avant", "après"), "d")
     assert [b.name for b in bars.data] == ["avant", "après"] and list(bars.data[1].x) == [0.5, 0.3]
     assert bars.layout.barmode == "group"
+
+
+def test_a_pasted_corpus_pretrains_on_its_own_bpe_which_travels_with_the_checkpoint(tmp_path, monkeypatch):
+    from explorer import history_models as HM
+    from gpt_core.tokenlab import language_bpe
+
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(tmp_path))
+    bundled, name = R.pretrain_tokenizer("bpe", "corpus_fr", text_of("corpus_fr"))
+    assert name == "bpe-fr" and bundled is language_bpe("fr").tokenizer and bundled.vocab_size == 1600
+    assert R.pretrain_tokenizer("gpt2", "paste", "x")[1] == "gpt2"
+    pasted = text_of("corpus_fr")[:5000]
+    tok, name = R.pretrain_tokenizer("bpe", "paste", pasted)
+    assert name == "" and 300 < tok.vocab_size <= 1250  # a quarter of the characters, at most 1,600
+    assert R.pretrain_tokenizer("bpe", "paste", pasted)[0] is tok  # learnt once per text
+    with pytest.raises(InvalidInput) as err:
+        R.pretrain_tokenizer("bpe", "paste", "Trop court.")
+    assert fr(err.value).startswith("Le corpus (11 caractères) est trop court pour en apprendre un tokenizer")
+    plan = R.plan_pretrain(tok, pasted, NANO, R.Hyper(steps=3, batch_size=4, warmup=0), "cpu", "Le chat",
+                           tokenizer_name=name)
+    assert run_job(plan)[-1]["type"] == "done"
+    record = H.RunStore().get(plan.run_id)
+    assert record.config["tokenizer"] == ""
+    reloaded = HM.load_checkpoint_model(record)
+    assert reloaded.tokenizer.encode("Le chat dort.") == tok.encode("Le chat dort.")
+    ids = torch.tensor([tok.encode("Le chat dort sur le tapis.")])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model(ids), J.get_run(plan.run_id).after(ids), rtol=0, atol=1e-6)

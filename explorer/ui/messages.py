@@ -8,6 +8,8 @@ written the way the language writes them. Pages never show ``str(exc)``.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from gpt_core.errors import GPTCoreError, Message
@@ -94,3 +96,14 @@ def attempt(where: Any, fn, *args, wrap: str | None = None, **kwargs) -> Any:
 def plain(text: str) -> str:
     """``text`` escaped so that Markdown shows it literally (no links, images, emphasis or HTML)."""
     return "".join("\\" + c if c in _MARKDOWN else c for c in text)
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds as "4,2 s", "75 s", "3,5 min" or "1,6 h" (decimal comma in French); "?" when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    if seconds < 90:
+        return f"{decimal(max(seconds, 0.1), 1)} s" if seconds < 10 else f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{decimal(seconds / 60, 1)} min"
+    return f"{decimal(seconds / 3600, 1)} h"

@@ -16,7 +16,7 @@ from explorer import history_models as HM
 from explorer import settings
 from explorer.figures.history import overlay_losses
 from explorer.ui.i18n import current_lang, t
-from explorer.ui.messages import decimal, percent, plain, say
+from explorer.ui.messages import decimal, duration_text, percent, plain, say
 from explorer.ui.model_store import DEVICE_KEY, store
 
 OWNER_KEY = "app.owner"          # this session's identity (a random token made on first use)
@@ -48,16 +48,6 @@ def run_store() -> H.RunStore:
 # ================================================================= words
 def date_text(stamp: float) -> str:
     return time.strftime(t("history.date_format"), time.localtime(stamp))
-
-
-def duration_text(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    if seconds < 90:
-        return f"{decimal(seconds, 1)} s" if seconds < 10 else f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{decimal(seconds / 60, 1)} min"
-    return f"{decimal(seconds / 3600, 1)} h"
 
 
 def size_text(n_bytes: float) -> str:

@@ -7,7 +7,6 @@ the user's language with :mod:`explorer.ui.messages`.
 """
 from __future__ import annotations
 
-import math
 import time
 
 import streamlit as st
@@ -23,7 +22,7 @@ from explorer.corpus import records_for
 from explorer.figures import training as F
 from explorer.jobs import get_manager
 from explorer.ui.i18n import current_lang, t
-from explorer.ui.messages import decimal, number, plain, say
+from explorer.ui.messages import decimal, duration_text, number, plain, say
 from explorer.ui.state import persisted
 from explorer.views.history import owner
 
@@ -45,16 +44,6 @@ def count_text(n: int | float) -> str:
             text = f"{n / size:.3g}"
             return f"{text.replace('.', ',') if current_lang() == 'fr' else text} {unit}"
     return f"{n:.0f}"
-
-
-def duration_text(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 90:
-        return f"{decimal(max(seconds, 0.1), 1)} s" if seconds < 10 else f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{decimal(seconds / 60, 1)} min"
-    return f"{decimal(seconds / 3600, 1)} h"
 
 
 def short_duration(seconds: float) -> str:
