@@ -183,7 +183,7 @@ def _split_features(plan: RunPlan, dataset, skip: int, cancel: threading.Event, 
         batch = {"inputs": dataset.inputs[rows], "targets": dataset.targets[rows], "lengths": dataset.lengths[rows]}
         features[rows] = pooled_features(plan.base, [batch], skip, cancel)[0]
         counter[0] += len(rows)
-        yield {**_status("features", done=counter[0], total=total), "progress": 0.0}
+        yield {**_status("features", done=counter[0], total=total), "progress": counter[0] / total}
         if cancel.is_set():
             return None
     return features, dataset.targets.clone()

@@ -54,10 +54,10 @@ class Work:
     save_bytes: int = 0         # checkpoint written
 
 
-def _timed(fn, repeats: int = 3, budget_s: float = 1.0) -> float:
-    """The best of up to ``repeats`` timings of ``fn`` after two warm-up calls (the first calls of a
-    process pay for lazily read weights and kernel set-up); stops early once ``budget_s`` is spent."""
-    fn()
+def _timed(fn, repeats: int = 5, budget_s: float = 1.0) -> float:
+    """The best of a few timings of ``fn`` after a warm-up call (the first call of a process pays for
+    lazily read weights and kernel set-up). Fast calls are repeated (``repeats`` at most, while under
+    ``budget_s``) to smooth the noise; a slow one is timed once, so measuring a big model stays cheap."""
     fn()
     best, spent = float("inf"), 0.0
     for _ in range(repeats):

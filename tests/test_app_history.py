@@ -167,7 +167,7 @@ def test_the_french_page_has_no_english_string_of_ours(runs):
              fig["layout"]["yaxis"]["title"]["text"], *(t["name"] for t in fig["data"])]
     text = "\n".join(unescape(str(x)) for x in seen)
     assert "**Fin du run :** Le travail a échoué (RuntimeError : boom)." in text
-    assert "Fine-tuné à partir de : tiny-random" in text
+    assert "Fine-tuné à partir de : GPT minuscule (preset « tiny ») — poids aléatoires" in text  # its name, not its key
     leaks = sorted(p for p in _english_pieces() if p in text)
     assert leaks == [], leaks
     assert "Réglages du run" in text and "Perte des runs choisis" in text

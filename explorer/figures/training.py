@@ -35,12 +35,18 @@ def loss_curve(train_steps: Sequence[int], train_loss: Sequence[float], val_step
     fig.add_trace(go.Scatter(x=vx, y=vy, mode="lines+markers", name=names[1],
                              line=dict(color=VAL_COLOUR, width=2, dash="dot"), marker=dict(size=8),
                              hovertemplate="%{x} · %{y:.3f}<extra>" + names[1] + "</extra>"))
-    xaxis = dict(title=x_title, rangemode="tozero")
+    xaxis = dict(title=x_title, rangemode="tozero", tickformat="d")  # steps are whole numbers
     if total_steps:
         xaxis["range"] = [0, max(int(total_steps), 1) * 1.02]
+    yaxis = dict(title=y_title)
+    values = list(ty) + list(vy)
+    if values:  # a margin above the first (highest) point and below the last
+        low, high = min(values), max(values)
+        pad = 0.06 * (high - low) or 0.1
+        yaxis["range"] = [low - pad, high + pad]
     fig.update_layout(
         title=dict(text=title, font=dict(size=15)), height=360, margin=dict(l=10, r=10, t=50 if title else 10, b=40),
-        xaxis=xaxis, yaxis=dict(title=y_title), hovermode="x unified",
+        xaxis=xaxis, yaxis=yaxis, hovermode="x unified",
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
     )
     return localize(fig, lang)
@@ -73,7 +79,7 @@ def compare_bars(labels: Sequence[str], before: Sequence[float], after: Sequence
     for name, values, colour in ((names[0], before, BEFORE_COLOUR), (names[1], after, AFTER_COLOUR)):
         fig.add_trace(go.Bar(
             x=list(values), y=labels, orientation="h", name=name, marker_color=colour,
-            text=[percent(v, 1, lang) if v >= 5e-4 else _sci(v, lang) for v in values], textposition="outside",
+            text=[percent(v, 1, lang) if v >= 5e-4 else _tiny(v, lang) for v in values], textposition="outside",
             cliponaxis=False,
             hovertemplate="%{y}: %{x:.2%}<extra>" + name + "</extra>",
         ))
@@ -87,7 +93,6 @@ def compare_bars(labels: Sequence[str], before: Sequence[float], after: Sequence
     return localize(fig, lang)
 
 
-def _sci(v: float, lang: str) -> str:
-    """A tiny probability in scientific notation (decimal comma in French)."""
-    text = f"{v:.1e}"
-    return text.replace(".", ",") if lang == "fr" else text
+def _tiny(v: float, lang: str) -> str:
+    """A probability too small for one decimal of a percent: '< 0,1 %' (or '0 %'), on the axis's own scale."""
+    return percent(0.0, 0, lang) if v <= 0 else "< " + percent(0.001, 1, lang)

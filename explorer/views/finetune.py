@@ -118,7 +118,8 @@ def page() -> None:
         if bad:
             raise bad
         if ready:
-            plan = _plan(base, task, upload, opts, hyper, device)
+            with st.spinner(t("training.measuring")):
+                plan = _plan(base, task, upload, opts, hyper, device)
     except GPTCoreError as exc:
         W.refused(exc)
     if plan is not None:

@@ -17,7 +17,7 @@ from explorer import settings
 from explorer.figures.history import overlay_losses
 from explorer.ui.i18n import current_lang, t
 from explorer.ui.messages import decimal, duration_text, percent, plain, say
-from explorer.ui.model_store import DEVICE_KEY, store
+from explorer.ui.model_store import DEVICE_KEY, label_of, store
 
 OWNER_KEY = "app.owner"          # this session's identity (a random token made on first use)
 COMPARE_KEY = "history.compare"
@@ -136,6 +136,14 @@ def _compare(records: list[H.RunRecord]) -> None:
     st.plotly_chart(fig, width="stretch")
 
 
+def base_label(key: str) -> str:
+    """A base model's name as the sidebar says it ("Gemma 3 270M…"), else its key (a folder, a hub id)."""
+    from gpt_core.registry import list_sources
+
+    found = next((src for src in list_sources() if src.key == key), None)
+    return label_of(found) if found is not None else key
+
+
 def _load(rec: H.RunRecord) -> None:
     """Read the checkpoint and offer the model in every page's sidebar."""
     name = rec.name or rec.run_id
@@ -182,7 +190,7 @@ def _details(records: list[H.RunRecord], me: str) -> None:
     run_id = st.selectbox(t("history.pick"), list(by_id), key=RUN_KEY, format_func=labels.__getitem__)
     rec = by_id[run_id]
     if rec.base_model:
-        st.caption(t("history.base", base=plain(rec.base_model)))
+        st.caption(t("history.base", base=plain(base_label(rec.base_model))))
     _ending(rec)
     with st.expander(t("history.config")):
         st.json(rec.config)

@@ -114,7 +114,8 @@ def page() -> None:
         if problem or bad:
             raise problem or bad
         if corpus is not None:
-            plan = _plan(corpus, arch, hyper, device, prompt)
+            with st.spinner(t("training.measuring")):
+                plan = _plan(corpus, arch, hyper, device, prompt)
     except GPTCoreError as exc:
         W.refused(exc)
     if plan is not None:

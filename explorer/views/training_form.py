@@ -148,7 +148,8 @@ def assumptions(est: dict) -> str:
         speeds.append(t("training.assume.step", s=short_duration(a["step_s"])))
     if a.get("token_s"):
         speeds.append(t("training.assume.token", s=short_duration(a["token_s"])))
-    return t("training.assume", speeds="; ".join(speeds) or "–", parts=shown or "–")
+    separator = " ; " if current_lang() == "fr" else "; "
+    return t("training.assume", speeds=separator.join(speeds) or "–", parts=shown or "–")
 
 
 def start_button(area: str, plan: R.RunPlan | None, store, tracking: dict | None = None) -> None:
@@ -188,12 +189,21 @@ def _samples(snap) -> None:
                 st.code(one_line(s["text"]), language=None, wrap_lines=True)
 
 
+def progress_text(snap, live: bool) -> str:
+    """'Step 40 / 250 · 12 s · about 1.2 min left': live, the clock runs from the job's start and the time
+    left follows the steps' measured pace (a busy server shows it); finished, the job's own duration."""
+    elapsed = time.time() - snap.started_at if live and snap.started_at else snap.elapsed
+    text = t("training.progress", step=snap.step, total=snap.total_steps or "?", elapsed=duration_text(elapsed))
+    if live and snap.step and snap.total_steps and snap.elapsed:  # snap.elapsed: the training loop's own clock
+        text += t("training.progress_left", left=duration_text(snap.elapsed / snap.step * (snap.total_steps - snap.step)))
+    return text
+
+
 def progress_view(snap, live: bool) -> None:
     if snap.status == "queued":
         st.info(t("training.queued", pos=snap.queue_position or "?"))
     else:
-        st.progress(min(max(snap.progress, 0.0), 1.0), text=t(
-            "training.progress", step=snap.step, total=snap.total_steps or "?", elapsed=duration_text(snap.elapsed)))
+        st.progress(min(max(snap.progress, 0.0), 1.0), text=progress_text(snap, live))
         if live and snap.message:
             st.caption(said(snap.message))
     if snap.status == "queued" or not (snap.train_loss or snap.val_loss):

@@ -105,10 +105,11 @@ def _answers(cmp: dict, task: str) -> None:
 def _classify(cmp: dict) -> None:
     rep, lang = cmp["report"], current_lang()
     m = st.columns(3)
-    m[0].metric(t("training.acc_before"), percent(cmp["accuracy_before"], 0, lang))
-    m[1].metric(t("training.acc_after"), percent(rep["accuracy"], 0, lang), delta=t(
-        "training.vs_majority", pts=f"{(rep['accuracy'] - rep['majority_baseline']) * 100:+.0f}"))
-    m[2].metric(t("training.majority_metric"), percent(rep["majority_baseline"], 0, lang),
+    gain = round(100 * rep["accuracy"], 1) - round(100 * rep["majority_baseline"], 1)  # the shown numbers' difference
+    m[0].metric(t("training.acc_before"), percent(cmp["accuracy_before"], 1, lang))
+    m[1].metric(t("training.acc_after"), percent(rep["accuracy"], 1, lang), delta=t(
+        "training.vs_majority", pts=("+" if gain >= 0 else "−") + fixed(abs(gain), 1, lang)))
+    m[2].metric(t("training.majority_metric"), percent(rep["majority_baseline"], 1, lang),
                 help=t("training.majority_help", label=rep["majority_label"]))
     left, right = st.columns(2)
     left.plotly_chart(F.confusion_heatmap(rep["confusion_matrix"], rep["labels"], t("training.confusion", n=rep["n"]),
