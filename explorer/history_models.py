@@ -82,21 +82,36 @@ def _gpt_core_checkpoint(folder: Path) -> bool:
     return config.is_file() and "gpt_core" in json.loads(config.read_text(encoding="utf-8"))
 
 
+def _base_model(rec: RunRecord, device: str):
+    """A fresh copy of the model a LoRA run started from (its adapter is merged into it)."""
+    from gpt_core.registry import load_model
+
+    if not rec.base_model:
+        raise InvalidInput("history.no_base", "The run '{name}' kept only its LoRA adapter and does not say which "
+                           "model it was trained from.", name=rec.name or rec.run_id)
+    return load_model(rec.base_model, device=device).model
+
+
 def load_checkpoint_model(rec: RunRecord, device: str = "cpu", store: RunStore | None = None):
     """The run's language model as a :class:`gpt_core.registry.LoadedModel` (to register in the model store).
 
     Refused with a code: a classifier (history.not_a_language_model), a deleted checkpoint
     (history.checkpoint_gone), weights transformers cannot read (history.unloadable)."""
     from gpt_core.registry import LoadedModel, ModelSource
-    from gpt_core.train import load_trained
+    from gpt_core.backend import own_gpt
+    from gpt_core.train import ADAPTER_FILE, load_lora_adapter, load_trained
 
     if not rec.language_model:
         raise InvalidInput("history.not_a_language_model", "The run '{name}' trained a classifier: it cannot be "
                            "loaded as a language model.", name=rec.name or rec.run_id)
     start = time.perf_counter()
     folder = _folder(store or RunStore(), rec)
-    gpt = _gpt_core_checkpoint(folder)
-    model = load_trained(folder, map_location=device).eval() if gpt else _hf_causal(folder, device)
+    if (folder / ADAPTER_FILE).is_file():  # a LoRA run kept its adapter only: merged into a fresh base
+        model = load_lora_adapter(_base_model(rec, device), folder)
+        gpt = own_gpt(model) is not None
+    else:
+        gpt = _gpt_core_checkpoint(folder)
+        model = load_trained(folder, map_location=device).eval() if gpt else _hf_causal(folder, device)
     tokenizer = rebuild_tokenizer(rec, folder)
     label = note("history.source", "Run '{name}' trained on this server, reloaded from its checkpoint",
                  name=rec.name or rec.run_id)

@@ -28,7 +28,7 @@ from gpt_core.evaluate import (
     class_probabilities, classification_report, continue_text, next_token_probs, top_token_union, wandb_logger,
 )
 from gpt_core.probe import LinearProbe, ProbeClassifier, feature_loader, pooled_features, save_probe
-from gpt_core.train import merge_lora, save_trained, train
+from gpt_core.train import merge_lora, save_lora_adapter, save_trained, train
 
 from explorer import history as H
 from explorer import settings
@@ -230,7 +230,11 @@ def _save(plan: RunPlan, work: Work, model: nn.Module, initial, store) -> tuple[
         reader = work.full(model).eval()
     else:
         reader = merge_lora(model).eval()
-        save_trained(reader, path, {"task": plan.task, "params": plan.params, "tokenizer": plan.tokenizer_name})
+        extra = {"task": plan.task, "params": plan.params, "tokenizer": plan.tokenizer_name, "base": plan.base_key}
+        if plan.method == "lora" and plan.base_key:  # the base can be loaded again: the adapter is enough
+            save_lora_adapter(model, path, extra)
+        else:
+            save_trained(reader, path, extra)
         if not plan.tokenizer_name:
             _save_tokenizer(plan.tokenizer, path)
     name = _register(plan, reader, store)
@@ -290,7 +294,8 @@ def job_fn(plan: RunPlan, store=None) -> Callable[[threading.Event], Any]:
             total = time.perf_counter() - started
             yield {"type": "result", "run_id": plan.run_id, "model_name": name, "comparison": result,
                    "task": plan.task, "total_seconds": total, "phases": phases.seconds, "wandb_dir": tracked}
-            yield record.end({**final, "checkpoint": path, "elapsed": total}, result, path, name)
+            stamped = name or f"{plan.names.name} {time.strftime('%H:%M:%S')}"  # a classifier's name in the history
+            yield record.end({**final, "checkpoint": path, "elapsed": total}, result, path, stamped)
         except BaseException as exc:  # recorded as failed (or cancelled: the manager closed the job)
             record.failed(exc)
             raise

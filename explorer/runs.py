@@ -254,6 +254,7 @@ class _TaskData:
     test: Any = None
     labels: list[str] | None = None
     sample_fn: Callable[[nn.Module], str] | None = None
+    notes: dict = field(default_factory=dict)  # extra params shown with the run (the live sample's instruction)
 
 
 def _instruction_data(base, tokenizer, records, opts: FinetuneOptions, hyper: Hyper, n_compare: int) -> _TaskData:
@@ -272,11 +273,13 @@ def _instruction_data(base, tokenizer, records, opts: FinetuneOptions, hyper: Hy
     shown = [{"instruction": r["instruction"], "input": r.get("input") or "", "expected": r.get("output") or ""}
              for r in test_r[:n_compare]]
     sample_prompt = D.format_alpaca(val_r[0], opts.style)[0]  # the live sample: an answer alone
+    notes = {"sample_instruction": str(val_r[0]["instruction"])[:MAX_PROMPT_CHARS]}
     row_tokens = _typical([len(p) + len(a) + 1 for p, a in datasets[0].items], opts.max_length)
     return _TaskData(train_loader, val_loader,
                      lambda: prepare_instruction_finetune(base, lora=lora, lora_r=opts.lora_r),
                      [D.format_alpaca(r, opts.style)[0] for r in test_r[:n_compare]], shown, row_tokens,
-                     sample_fn=lambda model: continue_text(model, tokenizer, sample_prompt, SAMPLE_TOKENS, ANSWER_END))
+                     sample_fn=lambda model: continue_text(model, tokenizer, sample_prompt, SAMPLE_TOKENS, ANSWER_END),
+                     notes=notes)
 
 
 def _classification_data(base, tokenizer, records, opts: FinetuneOptions, hyper: Hyper, n_compare: int) -> _TaskData:
@@ -297,7 +300,8 @@ def _classification_data(base, tokenizer, records, opts: FinetuneOptions, hyper:
                      _typical(lengths, opts.max_length), -(-sum(lengths) // len(lengths)), test_loader, labels)
 
 
-def _finetune_work(base: nn.Module, opts: FinetuneOptions, hyper: Hyper, cfg: TrainConfig, data: _TaskData) -> Work:
+def _finetune_work(base: nn.Module, opts: FinetuneOptions, hyper: Hyper, cfg: TrainConfig, data: _TaskData,
+                   adapter_only: bool) -> Work:
     """What a fine-tuning job will do, counted for :func:`gpt_core.timing.job_seconds`."""
     n_params, n_layers = backend_of(base).n_params(), backend_of(base).info().n_layers
     rows = hyper.batch_size * hyper.grad_accum
@@ -307,7 +311,8 @@ def _finetune_work(base: nn.Module, opts: FinetuneOptions, hyper: Hyper, cfg: Tr
         return Work(hyper.steps, rows, 0, "none", feature_rows=texts + 2 * n_compare, feature_tokens=data.mean_tokens)
     work = Work(hyper.steps, rows, data.row_tokens, opts.method if opts.task == "instruct" else
                 f"blocks:{n_layers if opts.n_last is None else opts.n_last}/{n_layers}",
-                _eval_rows(cfg, data.val), data.row_tokens, copy_bytes=4 * n_params, save_bytes=4 * n_params)
+                _eval_rows(cfg, data.val), data.row_tokens, copy_bytes=4 * n_params,
+                save_bytes=0 if adapter_only else 4 * n_params)
     if opts.task == "instruct":
         work.generated = SAMPLE_TOKENS * _samples(cfg) + 2 * COMPARE_TOKENS * n_compare
     else:
@@ -337,10 +342,11 @@ def plan_finetune(base: nn.Module, tokenizer, records: Sequence[dict], opts: Fin
                        eval_batches=0 if probe else eval_batches,
                        sample_every=max(1, hyper.steps // (2 if large else 4)) if opts.task == "instruct" else 0)
     if estimate["fits"]:
-        estimate = _with_time(estimate, base, _finetune_work(base, opts, hyper, cfg, data),
+        adapter_only = opts.task == "instruct" and opts.method == "lora" and bool(base_key)
+        estimate = _with_time(estimate, base, _finetune_work(base, opts, hyper, cfg, data, adapter_only),
                               len(tokenizer.encode(data.prompts[0])) if data.prompts else 16)
     params = {"task": opts.task, **asdict(opts), **asdict(hyper), "device": device, "examples": len(records),
-              "base": base_key, "tokenizer": tokenizer_name}
+              "base": base_key, "tokenizer": tokenizer_name, **data.notes}
     return RunPlan("finetune", opts.task, cfg, data.make, tokenizer, data.train, data.val, estimate, params,
                    names or RunNames(), base=base, method=opts.method, base_key=base_key,
                    tokenizer_name=tokenizer_name, prompts=data.prompts, shown=data.shown, test_batches=data.test,

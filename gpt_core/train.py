@@ -301,7 +301,8 @@ def batch_loss(model: nn.Module, batch, task: str = "lm", loss_fn: Callable | No
         logits = last_token_logits(model_logits(model, inputs, mask), lengths, mask).float()  # (B, C)
         loss = F.cross_entropy(logits, targets)
         correct = int((logits.argmax(-1) == targets).sum().item()) if not torch.is_grad_enabled() else 0
-        return loss, inputs.numel(), {"correct": correct, "rows": int(targets.numel())}
+        tokens = 0 if inputs.is_floating_point() else inputs.numel()  # a probe's rows are features, not tokens
+        return loss, tokens, {"correct": correct, "rows": int(targets.numel())}
     logits = model_logits(model, inputs, mask)  # (B, T, V)
     flat_targets = targets.reshape(-1)
     total = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat_targets,
@@ -684,6 +685,35 @@ def merge_lora(model: nn.Module) -> nn.Module:
     if not hasattr(model, "merge_and_unload"):
         return model
     return copy.deepcopy(model).merge_and_unload()
+
+
+ADAPTER_FILE = "adapter_config.json"
+
+
+def save_lora_adapter(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Save only the LoRA matrices of a peft-wrapped model (megabytes, not the whole model), atomically.
+
+    :func:`load_lora_adapter` puts them back on a fresh copy of the same base model.
+    """
+    from .hub import atomic_dir
+
+    if not hasattr(model, "peft_config"):
+        raise InvalidInput("train.not_lora", "This model has no LoRA adapter to save.")
+    with atomic_dir(Path(path)) as tmp:
+        model.save_pretrained(str(tmp))
+        (tmp / "gpt_core_train.json").write_text(json.dumps(dict(extra or {}), indent=2, default=str),
+                                                 encoding="utf-8")
+    return Path(path)
+
+
+def load_lora_adapter(base: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """``base`` (a fresh model, changed in place) with the adapter of :func:`save_lora_adapter` merged in."""
+    from peft import PeftModel
+
+    path = Path(path)
+    if not (path / ADAPTER_FILE).is_file():
+        raise InvalidInput("train.no_adapter", "The folder '{path}' holds no LoRA adapter.", path=path.name)
+    return PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
 
 
 def is_classifier(model: nn.Module) -> bool:

@@ -421,3 +421,27 @@ def test_a_pasted_corpus_pretrains_on_its_own_bpe_which_travels_with_the_checkpo
     ids = torch.tensor([tok.encode("Le chat dort sur le tapis.")])
     with torch.no_grad():
         torch.testing.assert_close(reloaded.model(ids), J.get_run(plan.run_id).after(ids), rtol=0, atol=1e-6)
+
+
+def test_a_lora_run_keeps_its_adapter_only_and_loads_back_merged(tmp_path, monkeypatch):
+    from explorer import history_models as HM
+    from gpt_core.registry import load_model
+
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(tmp_path))
+    base = load_model("tiny-random")
+    opts = R.FinetuneOptions("instruct", "lora", lora_r=4, mask_prompt=True, max_length=64)
+    plan = R.plan_finetune(base.model, base.tokenizer, C.instruction_records(), opts,
+                           R.Hyper(steps=3, batch_size=4, warmup=0), "cpu", base_key="tiny-random",
+                           tokenizer_name="gpt2")
+    assert plan.estimate["parts"]["save"] == 0  # megabytes, not the model
+    assert run_job(plan)[-1]["type"] == "done"
+    record = H.RunStore().get(plan.run_id)
+    folder = H.RunStore().checkpoint_path(record)
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in folder.iterdir()}
+    assert "model.safetensors" not in {p.name for p in folder.iterdir()}
+    assert record.checkpoint_bytes < 200_000  # 2 x 4 x (64 + 64) x ... for 2 blocks: kilobytes
+    reloaded = HM.load_checkpoint_model(record)
+    ids = torch.tensor([base.tokenizer.encode("Traduis en anglais : le soleil")])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model(ids), J.get_run(plan.run_id).after(ids), rtol=0, atol=1e-5)
+        assert not torch.allclose(reloaded.model(ids), base.model(ids))  # the adapter changed something

@@ -181,6 +181,8 @@ def _cancel_button(snap) -> None:
 def _samples(snap) -> None:
     last = snap.samples[-1]
     st.markdown(t("training.sample", step=last["step"]))
+    if snap.params.get("sample_instruction"):  # an instruction run answers one validation instruction
+        st.caption(t("training.sample_for", instruction=plain(snap.params["sample_instruction"])))
     st.code(one_line(last["text"]), language=None, wrap_lines=True)
     if len(snap.samples) > 1:
         with st.expander(t("training.samples_before")):
@@ -214,7 +216,7 @@ def progress_view(snap, live: bool) -> None:
     m[0].metric(t("training.m.train_loss"), decimal(snap.train_loss[-1]) if snap.train_loss else "–")
     m[1].metric(t("training.m.val_loss"), decimal(snap.val_loss[-1]) if snap.val_loss else "–")
     m[2].metric(t("training.m.lr"), sci(snap.lr[-1]) if snap.lr else "–")
-    speed = snap.tokens_seen / snap.elapsed if snap.elapsed else 0
+    speed = snap.tokens_seen / snap.elapsed if snap.elapsed else 0  # 0 for a probe: it reads features
     m[3].metric(t("training.m.speed"), f"{count_text(speed)}/s" if speed else "–")
     st.plotly_chart(F.loss_curve(snap.train_steps, snap.train_loss, snap.val_steps, snap.val_loss,
                                  (t("training.curve.train"), t("training.curve.val")), t("training.curve.title"),
