@@ -121,11 +121,15 @@ def load_checkpoint_model(rec: RunRecord, device: str = "cpu", store: RunStore |
                        sum(p.numel() * p.element_size() for p in params), None, sum(p.numel() for p in params))
 
 
-def load_classifier(rec: RunRecord, device: str = "cpu", store: RunStore | None = None):
-    """A classification run's model when it is our GPT with its head (gpt_core.train.load_trained)."""
+def load_classifier(rec: RunRecord, device: str = "cpu", store: RunStore | None = None, body=None):
+    """A classification run's model: a probe on its base model (``body``, else a fresh load of the base),
+    or our GPT with its head (gpt_core.train.load_trained)."""
+    from gpt_core.probe import is_probe_checkpoint, load_probe
     from gpt_core.train import load_trained
 
     folder = _folder(store or RunStore(), rec)
+    if is_probe_checkpoint(folder):
+        return load_probe(folder, body if body is not None else _base_model(rec, device))
     if not _gpt_core_checkpoint(folder):
         raise InvalidInput("history.classifier_unloadable", "The classifier of the run '{name}' can only be "
                            "reloaded with its training code.", name=rec.name or rec.run_id)

@@ -129,3 +129,29 @@ def test_job_time_adds_the_phases_it_counts(gpt):
     probe = job_seconds(gpt, Work(train_steps=100, backward="none", feature_rows=32, feature_tokens=8))
     assert probe["parts"]["train"] == pytest.approx(0.4) and probe["parts"]["features"] > 0
     assert probe["parts"]["generate"] == 0
+
+
+def test_a_probe_from_the_history_classifies_a_typed_ticket(tmp_path, monkeypatch):
+    """Restart-proof: the probe checkpoint and its record are read back by the History page."""
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(tmp_path))
+    lm = load_with_fallback("tiny-random", device="cpu")
+    hyper, opts = R.finetune_defaults(False, "classify", 2)
+    plan = R.plan_finetune(lm.model, lm.tokenizer, classification_records(), opts, hyper, "cpu",
+                           base_key="tiny-random", tokenizer_name="gpt2")
+    assert list(J.job_fn(plan)(threading.Event()))[-1]["type"] == "done"
+    at = AppTest.from_file("../pages/13_History.py", default_timeout=120)
+    at.session_state["app.model"] = "tiny-random"
+    at.run()
+    at.selectbox(key="history.run").set_value(plan.run_id).run()
+    text = "Mon imprimante n'imprime plus rien depuis ce matin."
+    at.text_area[0].input(text)
+    next(b for b in at.button if b.label == "Classer").click().run()
+    assert not at.exception, at.exception
+    bars = json.loads(at.get("plotly_chart")[-1].proto.spec)["data"][1]
+    assert bars["y"] == ["compte_acces", "impression", "logiciel", "materiel", "reseau"]
+    expected = J.compare_prompt(J.get_run(plan.run_id), text)["after"]
+    assert bars["x"] == pytest.approx(expected, abs=1e-6)

@@ -10,11 +10,13 @@ import pandas as pd
 import streamlit as st
 
 from gpt_core.errors import GPTCoreError
+from gpt_core.evaluate import class_probabilities
 
 from explorer import history as H
 from explorer import history_models as HM
 from explorer import settings
 from explorer.figures.history import overlay_losses
+from explorer.figures.training import compare_bars
 from explorer.ui.i18n import current_lang, t
 from explorer.ui.messages import decimal, duration_text, percent, plain, say
 from explorer.ui.model_store import DEVICE_KEY, label_of, store
@@ -165,6 +167,27 @@ def _load(rec: H.RunRecord) -> None:
     st.rerun()  # the sidebar (drawn above) lists it from the next run on
 
 
+def _classify_box(rec: H.RunRecord) -> None:
+    """The run's classifier, loaded from its checkpoint, reads a text typed here."""
+    with st.form("history.classify_form"):
+        text = st.text_area(t("history.classify_text"), max_chars=2000, height=80)
+        go = st.form_submit_button(t("history.classify"))
+    if not go:
+        return
+    device = st.session_state.get(DEVICE_KEY, "cpu")
+    try:
+        with st.spinner(t("history.loading")):
+            body = store().load(rec.base_model, device).model if rec.base_model else None
+            model = HM.load_classifier(rec, device, run_store(), body)
+            probs = class_probabilities(model, HM.rebuild_tokenizer(rec), text, int(rec.config.get("max_length", 64)))
+    except GPTCoreError as exc:
+        st.error(t("history.load_failed", reason=plain(say(exc))))
+        return
+    labels = list(getattr(model, "gpt_core_labels", None) or range(len(probs)))
+    st.plotly_chart(compare_bars(labels, [0.0] * len(probs), probs, ("", t("history.classes")),
+                                 t("history.classify_title"), current_lang()), width="stretch")
+
+
 def _delete(rec: H.RunRecord) -> None:
     run_store().delete(rec.run_id)
     st.session_state[FLASH_KEY] = ("success", t("history.deleted", name=plain(rec.name or rec.run_id)))
@@ -202,6 +225,8 @@ def _details(records: list[H.RunRecord], me: str) -> None:
             st.caption(t("history.no_checkpoint"))
         elif st.button(t("history.load"), key="history.load", help=t("history.load_help"), type="primary"):
             _load(rec)
+    if not rec.language_model and rec.checkpoint:
+        _classify_box(rec)
     with right:
         if rec.owner != me:
             st.caption(t("history.owner_only"))
