@@ -47,7 +47,7 @@ def _status(step: str, **params) -> dict:
 
 
 @dataclass
-class Work:
+class Trainee:
     """What the job trains and reads: ``model`` learns on ``train``; ``full(model)`` reads token ids."""
     model: nn.Module
     train: Any
@@ -70,7 +70,7 @@ def dist_compare(before, after, tokenizer, k: int = 8) -> dict:
             "before": [float(before[i]) for i in order], "after": [float(after[i]) for i in order]}
 
 
-def measure(plan: RunPlan, work: Work, model: nn.Module) -> dict:
+def measure(plan: RunPlan, work: Trainee, model: nn.Module) -> dict:
     """What the before/after comparison needs, measured on ``model`` (which is not changed)."""
     tok = plan.tokenizer
     if plan.task == "classify":
@@ -190,7 +190,7 @@ def _split_features(plan: RunPlan, dataset, skip: int, cancel: threading.Event, 
 
 
 def _features(plan: RunPlan, cancel: threading.Event):
-    """Events while the frozen model reads every text once; returns the probe's :class:`Work`."""
+    """Events while the frozen model reads every text once; returns the probe's :class:`Trainee`."""
     sets = [loader.dataset for loader in (plan.train_batches, plan.val_batches, plan.test_batches)]
     skip = len(getattr(plan.tokenizer, "model_prefix", ()))
     counter, total, parts = [0], sum(len(ds) for ds in sets), []
@@ -201,7 +201,7 @@ def _features(plan: RunPlan, cancel: threading.Event):
         parts.append(found)
     (x_train, y_train), val, test = parts
     probe = LinearProbe.for_features(x_train, len(plan.labels), seed=plan.cfg.seed)
-    return Work(probe, feature_loader(x_train, y_train, plan.cfg.batch_size, True, plan.cfg.seed),
+    return Trainee(probe, feature_loader(x_train, y_train, plan.cfg.batch_size, True, plan.cfg.seed),
                 feature_loader(*val, 256, False), feature_loader(*test, 256, False),
                 lambda p: ProbeClassifier(plan.base, p, skip, plan.labels))
 
@@ -210,7 +210,7 @@ def _prepare(plan: RunPlan, cancel: threading.Event):
     if plan.method == "probe" and plan.task == "classify":
         return (yield from _features(plan, cancel))
     yield _status("preparing")
-    return Work(plan.make_model(), plan.train_batches, plan.val_batches, plan.test_batches, lambda m: m)
+    return Trainee(plan.make_model(), plan.train_batches, plan.val_batches, plan.test_batches, lambda m: m)
 
 
 def _tracker(plan: RunPlan):
@@ -221,8 +221,8 @@ def _tracker(plan: RunPlan):
                         dir=settings.runs_dir(), online=bool(plan.tracking.get("online")))
 
 
-def _save(plan: RunPlan, work: Work, model: nn.Module, initial, store) -> tuple[str, str | None, nn.Module]:
-    """Write the checkpoint, offer a language model to the sidebar, keep the run: (path, model name, reader)."""
+def _save(plan: RunPlan, work: Trainee, model: nn.Module, initial, store) -> tuple[str, str | None]:
+    """Write the checkpoint, offer a language model to the sidebar, keep the run: (path, model name)."""
     path = H.checkpoint_dir(plan.run_id)
     if plan.method == "probe" and plan.task == "classify":
         save_probe(model, path, {"labels": plan.labels, "base": plan.base_key, "skip": work.full(model).skip,
@@ -241,7 +241,7 @@ def _save(plan: RunPlan, work: Work, model: nn.Module, initial, store) -> tuple[
     base = initial if plan.kind == "pretrain" else (plan.base if plan.task == "instruct" else None)
     remember(TrainedRun(plan.run_id, plan.task, plan.tokenizer, base, reader, plan.labels, plan.max_length,
                         plan.style, name, str(path)), store)
-    return str(path), name, reader
+    return str(path), name
 
 
 def _save_tokenizer(tokenizer, folder: Path) -> None:
@@ -249,6 +249,26 @@ def _save_tokenizer(tokenizer, folder: Path) -> None:
     inner = getattr(tokenizer, "_tok", None)
     if hasattr(inner, "save_pretrained"):
         inner.save_pretrained(str(folder))
+
+
+def _train(plan: RunPlan, work: Trainee, record, cancel: threading.Event):
+    """Forward the training events (logged to W&B when asked); returns (final event, W&B run folder)."""
+    logger, said = _tracker(plan)
+    yield _status("training") if said is None else {"type": "status", "message": said}
+    final = None
+    try:
+        for event in train(work.model, work.train, work.val, plan.cfg, plan.task, sample_fn=plan.sample_fn,
+                           cancel=cancel):
+            record.see(event)
+            if logger is not None:
+                logger.log(event)
+            if event.get("type") in ("done", "cancelled", "diverged"):
+                final = event
+                break
+            yield event
+    finally:  # the W&B run is closed whatever happens
+        folder = str(logger.finish()) if logger is not None else None
+    return final, folder
 
 
 def job_fn(plan: RunPlan, store=None) -> Callable[[threading.Event], Any]:
@@ -267,20 +287,8 @@ def job_fn(plan: RunPlan, store=None) -> Callable[[threading.Event], Any]:
             with phases("before"):
                 before = measure(plan, work, work.model)
                 initial = copy.deepcopy(work.model) if plan.kind == "pretrain" else None
-            logger, said = _tracker(plan)
-            yield _status("training") if said is None else {"type": "status", "message": said}
-            final = None
             with phases("train"):
-                for event in train(work.model, work.train, work.val, plan.cfg, plan.task, sample_fn=plan.sample_fn,
-                                   cancel=cancel):
-                    record.see(event)
-                    if logger is not None:
-                        logger.log(event)
-                    if event.get("type") in ("done", "cancelled", "diverged"):
-                        final = event
-                        break
-                    yield event
-            tracked = str(logger.finish()) if logger is not None else None
+                final, tracked = yield from _train(plan, work, record, cancel)
             if final is None or final["type"] != "done":
                 if final is not None:
                     yield record.end(final)
@@ -290,7 +298,7 @@ def job_fn(plan: RunPlan, store=None) -> Callable[[threading.Event], Any]:
                 result = comparison(plan, before, measure(plan, work, work.model))
             yield _status("saving")
             with phases("save"):
-                path, name, _ = _save(plan, work, work.model, initial, store)
+                path, name = _save(plan, work, work.model, initial, store)
             total = time.perf_counter() - started
             yield {"type": "result", "run_id": plan.run_id, "model_name": name, "comparison": result,
                    "task": plan.task, "total_seconds": total, "phases": phases.seconds, "wandb_dir": tracked}

@@ -445,3 +445,18 @@ def test_a_lora_run_keeps_its_adapter_only_and_loads_back_merged(tmp_path, monke
     with torch.no_grad():
         torch.testing.assert_close(reloaded.model(ids), J.get_run(plan.run_id).after(ids), rtol=0, atol=1e-5)
         assert not torch.allclose(reloaded.model(ids), base.model(ids))  # the adapter changed something
+
+
+def test_a_run_logged_to_weights_and_biases_offline_names_its_folder(tok, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    plan = pretrain(tok, text_of("corpus_fr"), R.Hyper(steps=3, batch_size=4, warmup=0), "Le")
+    plan.tracking = {"wandb": True, "project": "llm-explorer-tests"}
+    events = run_job(plan)
+    assert events[-1]["type"] == "done"
+    said = [fr(e["message"]) for e in events if e["type"] == "status" and not isinstance(e["message"], str)]
+    assert any("hors ligne" in s for s in said), said
+    folder = events[-2]["wandb_dir"]
+    assert folder.startswith(str(tmp_path / "wandb" / "offline-run-"))
