@@ -238,7 +238,10 @@ def job_settings(snap) -> str:
              at=time.strftime("%H:%M", time.localtime(snap.submitted_at)))
 
 
-@st.fragment(run_every=1.0)
+LIVE_EVERY_S = 2.0  # the live view's refresh: each one costs the server a snapshot and a chart
+
+
+@st.fragment(run_every=LIVE_EVERY_S)
 def _live(job_id: str) -> None:
     snap = get_manager().snapshot(job_id)
     if snap is None:
