@@ -28,6 +28,7 @@ from gpt_core.evaluate import (
     class_probabilities, classification_report, continue_text, next_token_probs, top_token_union, wandb_logger,
 )
 from gpt_core.probe import LinearProbe, ProbeClassifier, feature_loader, pooled_features, save_probe
+from gpt_core.timing import job_threads
 from gpt_core.train import merge_lora, save_lora_adapter, save_trained, train
 
 from explorer import history as H
@@ -274,6 +275,10 @@ def _train(plan: RunPlan, work: Trainee, record, cancel: threading.Event):
 def job_fn(plan: RunPlan, store=None) -> Callable[[threading.Event], Any]:
     """The job: prepare, measure, train (events forwarded), measure again, save, register, record."""
     def run(cancel: threading.Event):
+        with job_threads():  # half the cores: the pages stay responsive and the pace stays predictable
+            yield from _run(cancel)
+
+    def _run(cancel: threading.Event):
         started, phases = time.perf_counter(), _Phases()
         record = H.Recorder(plan)
         try:

@@ -7,17 +7,22 @@ job's own model and device, once per shape (a fraction of a second; cached):
 
 * the time of one forward pass of a batch (no gradient), from which a training
   step is a fixed multiple (backward costs about twice the forward of the
-  layers it goes through; LoRA skips the weight gradients);
+  layers it goes through; LoRA skips the weight gradients); for a throwaway
+  model of a planned shape (pretraining), a real step is timed instead;
 * the time of one generated token (greedy decoding with the KV cache).
 
-The multiples were calibrated on a 2-core CPU against whole jobs of the app's
-defaults (``bench/bench_lessons.py`` prints estimate and measure side by side).
+A job runs on half of the process's threads (:func:`use_job_threads`) and its
+speeds are measured on as many, so the pages keep a core and the pace does not
+collapse when something else wants the CPU. The multiples were calibrated on a
+2-core CPU against whole jobs of the app's defaults (``bench/bench_lessons.py``
+prints estimate and measure side by side).
 """
 from __future__ import annotations
 
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -25,7 +30,8 @@ import torch.nn as nn
 
 from .backend import backend_of
 
-__all__ = ["Work", "job_seconds", "forward_seconds", "token_seconds", "STEP_FACTOR"]
+__all__ = ["Work", "job_seconds", "forward_seconds", "token_seconds", "STEP_FACTOR", "use_job_threads",
+           "job_threads", "job_thread_count"]
 
 # a training step costs this many forward passes of the same batch
 STEP_FACTOR = {"full": 3.2, "lora": 2.0, "none": 0.0}
@@ -36,6 +42,46 @@ FIXED_S = 0.5               # data loaders, thread start, bookkeeping
 
 _cache: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+
+
+# ------------------------------------------------------------------ threads
+def job_thread_count() -> int:
+    """Threads a training job uses: half of the process's, so the pages keep the other half.
+
+    On a 2-core server that is one. Measured on one: a tiny GPT's step takes 45 ms on one
+    thread and 21 ms on two when the machine is idle, but 339 ms on two (39 ms on one) when
+    another process takes a core, as a browser or a second student does.
+    """
+    return max(1, torch.get_num_threads() // 2)
+
+
+def use_job_threads(n: int | None = None) -> None:
+    """Run this thread's tensor work on ``n`` threads (default :func:`job_thread_count`), without
+    changing the number the threads started later get (the pages' script runs).
+
+    ``torch.set_num_threads`` sets the calling thread's own count and the default of threads started
+    afterwards; a short-lived helper thread puts that default back.
+    """
+    n = job_thread_count() if n is None else n
+    previous = torch.get_num_threads()
+    if n == previous:
+        return
+    torch.set_num_threads(n)
+    helper = threading.Thread(target=torch.set_num_threads, args=(previous,), name="threads-default")
+    helper.start()
+    helper.join()
+
+
+@contextmanager
+def job_threads(n: int | None = None):
+    """Measure as a job runs: :func:`use_job_threads` inside the block, this thread's count restored after."""
+    previous = torch.get_num_threads()
+    use_job_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 @dataclass
@@ -164,6 +210,11 @@ def job_seconds(model: nn.Module, work: Work, prompt_tokens: int = 16, throwaway
     pretraining) a real training step is timed when it is cheap: small models are bound by
     per-operation overheads that a multiple of the forward pass does not capture.
     """
+    with job_threads():  # speeds measured on the threads the job will have
+        return _job_seconds(model, work, prompt_tokens, throwaway)
+
+
+def _job_seconds(model: nn.Module, work: Work, prompt_tokens: int, throwaway: bool) -> dict:
     parts = {"copy": work.copy_bytes / COPY_BYTES_PER_S, "save": work.save_bytes / SAVE_BYTES_PER_S,
              "fixed": FIXED_S}
     step_fwd = 0.0

@@ -155,3 +155,27 @@ def test_a_probe_from_the_history_classifies_a_typed_ticket(tmp_path, monkeypatc
     assert bars["y"] == ["compte_acces", "impression", "logiciel", "materiel", "reseau"]
     expected = J.compare_prompt(J.get_run(plan.run_id), text)["after"]
     assert bars["x"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_job_thread_uses_half_the_threads_and_later_threads_keep_the_default():
+    import threading
+
+    from gpt_core.timing import job_thread_count, job_threads, use_job_threads
+
+    default = torch.get_num_threads()  # (a job run in this thread gave its threads back)
+    seen = {}
+
+    def job():
+        use_job_threads(1)
+        seen["job"] = torch.get_num_threads()
+        later = threading.Thread(target=lambda: seen.setdefault("later", torch.get_num_threads()))
+        later.start()
+        later.join()
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join()
+    assert seen == {"job": 1, "later": default}
+    with job_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == default and job_thread_count() == max(1, default // 2)
