@@ -6,11 +6,11 @@ import json
 import socket
 import struct
 import sys
-import threading
 import time
 import types
 
 import pytest
+from local_server import serving
 
 from gpt_core.errors import InvalidInput
 from gpt_core.evaluate import (
@@ -274,14 +274,8 @@ class _FakeOllama(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_ollama():
     _FakeOllama.prompts = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeOllama)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_FakeOllama) as url:
+        yield url
 
 
 def test_judge_with_a_fake_server(fake_ollama):

@@ -12,6 +12,7 @@ import socket
 import threading
 
 import pytest
+from local_server import serving
 from said import fr, raises_said
 import torch
 import torch.nn as nn
@@ -671,14 +672,8 @@ class _FakeOllama(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_ollama():
     _FakeOllama.requests = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeOllama)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_FakeOllama) as url:
+        yield url
 
 
 ITEMS = [{"instruction": "Traduis en anglais.", "input": "le soleil", "expected": "the sun", "generated": "the sun"},
