@@ -8,7 +8,8 @@ import streamlit as st
 
 st.set_page_config(page_title="LLM Explorer", page_icon="🔎", layout="wide")
 
-from explorer.ui.i18n import t  # noqa: E402  (after set_page_config)
+from explorer.history import startup_quietly  # noqa: E402  (after set_page_config)
+from explorer.ui.i18n import t  # noqa: E402
 from explorer.ui.sidebar import render_sidebar  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
@@ -32,5 +33,6 @@ def build_pages() -> list:
 
 
 navigation = st.navigation(build_pages())
+startup_quietly()  # once per server: half-written run folders removed, the runs folder's size cap applied
 render_sidebar()
 navigation.run()

@@ -315,6 +315,15 @@ def active_run_ids() -> set[str]:
     return {str(s.params.get("run_id")) for s in get_manager().jobs() if s.active and s.params.get("run_id")}
 
 
+def startup_quietly() -> None:
+    """:func:`startup` for the entry point: a runs folder that cannot be written must not stop the pages
+    (the training pages say it when a run tries to save)."""
+    try:
+        startup()
+    except (OSError, sqlite3.Error, GPTCoreError):
+        logging.getLogger(__name__).exception("the runs folder could not be prepared")
+
+
 def startup(store: RunStore | None = None, active_ids: Iterable[str] | None = None) -> dict | None:
     """Once per process and database: clean half-written folders, then apply the size cap.
 

@@ -48,7 +48,7 @@ _lock = threading.Lock()
 def job_thread_count() -> int:
     """Threads a training job uses: half of the process's, so the pages keep the other half.
 
-    On a 2-core server that is one. Measured on one: a tiny GPT's step takes 45 ms on one
+    On a 2-core server that is one. Measured on such a server: a tiny GPT's step takes 45 ms on one
     thread and 21 ms on two when the machine is idle, but 339 ms on two (39 ms on one) when
     another process takes a core, as a browser or a second student does.
     """

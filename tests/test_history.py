@@ -364,3 +364,11 @@ def test_a_tokenizer_saved_with_the_checkpoint_comes_first(tmp_path):
     rebuilt = HM.rebuild_tokenizer(H.RunRecord("x", "pretrain", "lm", "done", config={"tokenizer": "trained:mine"}),
                                    tmp_path)
     assert rebuilt.encode("le chat mange") == tok.encode("le chat mange")
+
+
+def test_an_unwritable_runs_folder_never_stops_the_pages(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(blocker / "runs"))
+    H.startup_quietly()  # logged, not raised
+    assert "the runs folder could not be prepared" in caplog.text
