@@ -34,7 +34,9 @@ from gpt_core.train import merge_lora, save_lora_adapter, save_trained, train
 from explorer import history as H
 from explorer import settings
 from explorer.jobs import get_manager
-from explorer.runs import ANSWER_END, COMPARE_TOKENS, FEATURE_BATCH, MAX_PROMPT_CHARS, SAMPLE_TOKENS, RunPlan
+from explorer.runs import (
+    ANSWER_END, COMPARE_TOKENS, FEATURE_BATCH, MAX_PROMPT_CHARS, SAMPLE_TOKENS, RunPlan, registry_model,
+)
 from explorer.ui.token_chips import token_label
 
 MAX_KEPT_RUNS = 3               # finished runs kept in memory for the custom-prompt comparison
@@ -232,7 +234,7 @@ def _save(plan: RunPlan, work: Trainee, model: nn.Module, initial, store) -> tup
     else:
         reader = merge_lora(model).eval()
         extra = {"task": plan.task, "params": plan.params, "tokenizer": plan.tokenizer_name, "base": plan.base_key}
-        if plan.method == "lora" and plan.base_key:  # the base can be loaded again: the adapter is enough
+        if plan.method == "lora" and registry_model(plan.base_key):  # the base loads again: the adapter is enough
             save_lora_adapter(model, path, extra)
         else:
             save_trained(reader, path, extra)

@@ -300,6 +300,13 @@ def _classification_data(base, tokenizer, records, opts: FinetuneOptions, hyper:
                      _typical(lengths, opts.max_length), -(-sum(lengths) // len(lengths)), test_loader, labels)
 
 
+def registry_model(key: str) -> bool:
+    """A registry model (embedded, GPT-2 family, hub) that loads again: not a model trained in this server."""
+    from gpt_core.registry import list_sources
+
+    return bool(key) and any(source.key == key for source in list_sources())
+
+
 def _finetune_work(base: nn.Module, opts: FinetuneOptions, hyper: Hyper, cfg: TrainConfig, data: _TaskData,
                    adapter_only: bool) -> Work:
     """What a fine-tuning job will do, counted for :func:`gpt_core.timing.job_seconds`."""
@@ -342,7 +349,7 @@ def plan_finetune(base: nn.Module, tokenizer, records: Sequence[dict], opts: Fin
                        eval_batches=0 if probe else eval_batches,
                        sample_every=max(1, hyper.steps // (2 if large else 4)) if opts.task == "instruct" else 0)
     if estimate["fits"]:
-        adapter_only = opts.task == "instruct" and opts.method == "lora" and bool(base_key)
+        adapter_only = opts.task == "instruct" and opts.method == "lora" and registry_model(base_key)
         estimate = _with_time(estimate, base, _finetune_work(base, opts, hyper, cfg, data, adapter_only),
                               len(tokenizer.encode(data.prompts[0])) if data.prompts else 16)
     params = {"task": opts.task, **asdict(opts), **asdict(hyper), "device": device, "examples": len(records),

@@ -460,3 +460,17 @@ def test_a_run_logged_to_weights_and_biases_offline_names_its_folder(tok, tmp_pa
     assert any("hors ligne" in s for s in said), said
     folder = events[-2]["wandb_dir"]
     assert folder.startswith(str(tmp_path / "wandb" / "offline-run-"))
+
+
+def test_lora_on_a_model_trained_here_keeps_the_whole_model(tiny_base, tok, tmp_path, monkeypatch):
+    """Its base may be gone after a restart: only a registry model is loaded again under an adapter."""
+    monkeypatch.setenv("LLM_EXPLORER_RUNS", str(tmp_path))
+    assert R.registry_model("tiny-random") and not R.registry_model("GPT pré-entraîné 12:00:00")
+    opts = R.FinetuneOptions("instruct", "lora", lora_r=4, max_length=64)
+    plan = R.plan_finetune(tiny_base, tok, C.instruction_records(), opts, R.Hyper(steps=2, batch_size=4, warmup=0),
+                           "cpu", base_key="GPT pré-entraîné 12:00:00", tokenizer_name="gpt2")
+    assert plan.estimate["parts"]["save"] > 0
+    assert run_job(plan)[-1]["type"] == "done"
+    folder = H.RunStore().checkpoint_path(H.RunStore().get(plan.run_id))
+    names = {p.name for p in folder.iterdir()}
+    assert "model.safetensors" in names and "adapter_config.json" not in names
