@@ -173,12 +173,20 @@ def _json_object(item: Any, filename: str, index: int | None = None, line: int |
                        "{{\"key\": value}} but a JSON {kind}.", index=index, name=filename, kind=kind)
 
 
+def _too_deep(filename: str) -> InvalidInput:
+    """A file whose lists or objects nest too deeply for the parser (a hostile upload, never a dataset)."""
+    return InvalidInput("data.json_too_deep", "The file '{name}' nests lists or objects inside each other too "
+                        "deeply to be read: a dataset is a list of flat objects.", name=filename)
+
+
 def _read_json(text: str, filename: str) -> list[dict]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
         raise InvalidInput("data.json_invalid", "The file '{name}' is not valid JSON: line {line}, column "
                            "{column}.", name=filename, line=err.lineno, column=err.colno) from None
+    except RecursionError:
+        raise _too_deep(filename) from None
     if isinstance(obj, dict):
         raise InvalidInput("data.json_single_object", "The file '{name}' holds a single JSON object: a list of "
                            "objects is needed, for example [{{\"text\": ..., \"label\": ...}}, ...].",
@@ -199,6 +207,8 @@ def _read_jsonl(text: str, filename: str) -> list[dict]:
         except json.JSONDecodeError as err:
             raise InvalidInput("data.jsonl_invalid", "Line {line} of the file '{name}': invalid JSON at column "
                                "{column}.", line=lineno, name=filename, column=err.colno) from None
+        except RecursionError:
+            raise _too_deep(filename) from None
         records.append(_json_object(obj, filename, line=lineno))
     return records
 

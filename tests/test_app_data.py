@@ -183,6 +183,8 @@ HOSTILE_UPLOADS = [
     (b"label,score\nbug,1\n", "nocol.csv"),                   # no usable text column
     (b"", "empty.txt"),                                       # empty file
     (b'[{"text": "  "}]', "blank.json"),                      # only blank texts
+    (b"[" * 100_000 + b"]" * 100_000, "deep.json"),           # nested too deeply for the parser
+    (b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "deep.jsonl"),
 ]
 
 

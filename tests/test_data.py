@@ -504,3 +504,15 @@ def test_labels_are_messages():
     for table in (D.BUNDLED, D.HF_PRESETS):
         for info in table.values():
             assert info["label"].code.startswith("data.") and str(info["label"])
+
+
+def test_deeply_nested_json_is_refused_with_a_sentence():
+    from said import fr
+
+    for name, raw in (("deep.json", b"[" * 100_000 + b"]" * 100_000),
+                      ("deep.jsonl", b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")):
+        with pytest.raises(InvalidInput) as err:
+            D.read_records(raw, name)
+        assert err.value.code == "data.json_too_deep"
+        assert fr(err.value) == (f"Le fichier « {name} » imbrique des listes ou des objets trop profondément pour "
+                                 "être lu : un jeu de données est une liste d'objets simples.")
