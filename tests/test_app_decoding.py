@@ -260,3 +260,23 @@ def test_lab_hostile_values_in_the_ui_language(lang):
     set_number(at, "_w.decoding.temperature", 0.0)
     assert_said(messages(at, ("info",)), "decoding.temp0", lang)
     assert_said(messages(at, ("info",)), "decoding.greedy_filters", lang)
+
+
+@pytest.mark.parametrize("key, value, said", [
+    ("decoding.length_penalty", 1e9, "La pénalité de longueur doit être comprise entre -10"),
+    ("decoding.length_penalty", -1e9, "La pénalité de longueur doit être comprise entre -10"),
+    ("decoding.length_penalty", 1e308, "La pénalité de longueur doit être comprise entre -10"),
+    ("decoding.temperature", 1e-300, "il faut 0 (décodage glouton) ou un nombre entre 0,01 et 100"),
+    ("decoding.temperature", 1e308, "il faut 0 (décodage glouton) ou un nombre entre 0,01 et 100"),
+])
+def test_extreme_numbers_on_the_decoding_lab_are_refused_with_a_sentence(key, value, said):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../pages/7_Decoding.py", default_timeout=180)
+    at.session_state["app.model"] = "tiny-random"
+    at.session_state["app.lang"] = "fr"
+    at.run()
+    at.number_input(key=f"_w.{key}").set_value(value).run()
+    assert not at.exception, at.exception
+    errors = " ".join(str(e.value) for e in at.error).replace("\\", "")
+    assert said in errors, errors

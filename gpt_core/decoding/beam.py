@@ -27,6 +27,9 @@ MAX_BEAMS = 16      # more beams than this is slow and teaches nothing more
 _NEG = -1.0e9       # "impossible" score used by the bookkeeping (as Hugging Face does)
 
 
+MAX_LENGTH_PENALTY = 10.0
+
+
 @dataclass
 class BeamCandidate:
     """One continuation considered at a beam-search step."""
@@ -110,6 +113,10 @@ def _check_request(backend, prompt_ids, num_beams, max_new_tokens, length_penalt
     lp = as_number("length_penalty", length_penalty)
     if not math.isfinite(lp):
         raise InvalidInput("decoding.bad_length_penalty", "The length penalty must be a finite number.")
+    if abs(lp) > MAX_LENGTH_PENALTY:  # length ** 1e9 overflows; the useful range is about 0 to 2
+        raise InvalidInput("decoding.length_penalty_out_of_range", "The length penalty must be between -{limit} "
+                           "and {limit} (got {value}); 1 divides by the length, 0 ignores it.",
+                           limit=MAX_LENGTH_PENALTY, value=lp)
     if early_stopping not in (True, False, "never"):
         raise InvalidInput("decoding.bad_early_stopping", "early_stopping must be True, False or 'never'.")
     ids = prompt_tensor(prompt_ids, vocab, backend.device)

@@ -69,6 +69,10 @@ class LogitsProcessor:
         return f"{type(self).__name__}({self.label()})"
 
 
+MIN_TEMPERATURE = 0.01
+MAX_TEMPERATURE = 100.0
+
+
 class Temperature(LogitsProcessor):
     """Divide the logits by t: t < 1 sharpens the distribution, t > 1 flattens it."""
 
@@ -80,6 +84,10 @@ class Temperature(LogitsProcessor):
             raise InvalidInput("decoding.bad_temperature",
                                "The temperature must be a finite number greater than 0 (got {value}); "
                                "a temperature of 0 means greedy decoding.", value=t)
+        if not MIN_TEMPERATURE <= t <= MAX_TEMPERATURE:  # 1e-300 would overflow the logits, 1e308 is uniform
+            raise InvalidInput("decoding.temperature_out_of_range", "The temperature must be between {low} and "
+                               "{high} (got {value}); 0 means greedy decoding.", low=MIN_TEMPERATURE,
+                               high=MAX_TEMPERATURE, value=t)
         self.temperature = t
 
     def __call__(self, ids, logits):
