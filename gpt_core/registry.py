@@ -227,6 +227,55 @@ def _normalize_key(key: str) -> str:
     return key
 
 
+MAX_LOCAL_PARAMS = 2_000_000_000   # the largest model a local folder may describe (env LLM_EXPLORER_MAX_PARAMS)
+
+
+def _whole(cfg: dict, *names: str) -> int | None:
+    for name in names:
+        value = cfg.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def declared_params(meta: dict) -> int | None:
+    """About how many weights a config.json describes (None when it does not say), read before anything is built:
+    embeddings plus, per layer, attention (4 d²) and feed-forward (3 d × inner) matrices."""
+    cfg = meta.get("config") if "gpt_core" in meta else meta
+    cfg = cfg if isinstance(cfg, dict) else {}
+    cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    layers = _whole(cfg, "n_layers", "num_hidden_layers", "n_layer", "num_layers")
+    d = _whole(cfg, "d_model", "hidden_size", "n_embd")
+    if layers is None or d is None:
+        return None
+    inner = _whole(cfg, "intermediate_size", "n_inner", "d_ff") or 4 * d
+    return (_whole(cfg, "vocab_size") or 0) * d + layers * (4 * d * d + 3 * d * inner)
+
+
+def _params_budget() -> int:
+    """The size cap of a local model: the deployment's cap, and what half of the free memory holds in float32."""
+    import os
+
+    try:
+        cap = int(float(os.environ.get("LLM_EXPLORER_MAX_PARAMS", "").strip() or MAX_LOCAL_PARAMS))
+    except (ValueError, OverflowError):
+        cap = MAX_LOCAL_PARAMS
+    cap = cap if cap > 0 else MAX_LOCAL_PARAMS
+    from .train import available_memory
+
+    free = available_memory("cpu")
+    return min(cap, free // 8) if free else cap
+
+
+def _check_declared_size(meta: dict, path: Path) -> None:
+    """Refuse, before any allocation, a config that describes a model too big for this server."""
+    n, budget = declared_params(meta), _params_budget()
+    if n is not None and n > budget:
+        raise InvalidInput("registry.model_too_big", "The folder '{path}' describes a model of about {n} million "
+                           "weights: this server takes at most {budget} million.", path=path.name,
+                           n=n // 1_000_000, budget=budget // 1_000_000)
+
+
 def _validate_local_dir(path: Path) -> dict:
     """Check that ``path`` holds a loadable model and return its config.json."""
     if not path.exists():
@@ -246,6 +295,7 @@ def _validate_local_dir(path: Path) -> dict:
     if not isinstance(meta, dict):
         raise InvalidInput("registry.config_not_model", "The config.json file of '{path}' does not describe a "
                            "model.", path=str(path))
+    _check_declared_size(meta, path)
     if "gpt_core" in meta:
         if not (path / "model.safetensors").is_file():
             raise InvalidInput("registry.checkpoint_no_weights", "The gpt_core checkpoint '{path}' has no "

@@ -435,3 +435,34 @@ def test_atomic_dir(tmp_path):
         (tmp / "b.txt").write_text("v2")
     assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left behind
+
+
+def test_a_local_config_describing_a_huge_model_is_refused_before_anything_is_built(tmp_path, monkeypatch):
+    import json as _json
+
+    import transformers
+
+    from said import fr
+
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    (folder / "config.json").write_text(_json.dumps({"model_type": "gpt2", "n_layer": 10_000, "n_embd": 768,
+                                                     "n_head": 12, "vocab_size": 50257}), encoding="utf-8")
+    (folder / "model.safetensors").write_bytes(b"\0" * 16)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was about to be built")
+
+    monkeypatch.setenv("LLM_EXPLORER_MAX_PARAMS", "5e8")  # the deployment's cap (below what free memory allows)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
+    monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained", never)
+    with pytest.raises(InvalidInput) as err:
+        load_model(str(folder))
+    assert err.value.code == "registry.model_too_big"
+    assert fr(err.value) == ("Le dossier « huge » décrit un modèle d'environ 94\u202f410 millions de poids : ce serveur "
+                             "en accepte au plus 500 millions.")
+    gpt_core_cfg = {"gpt_core": 1, "config": {"n_layers": 10_000, "d_model": 768, "vocab_size": 50257}}
+    (folder / "config.json").write_text(_json.dumps(gpt_core_cfg), encoding="utf-8")
+    with pytest.raises(InvalidInput) as err:
+        load_model(str(folder))
+    assert err.value.code == "registry.model_too_big"
