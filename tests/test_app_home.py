@@ -101,3 +101,24 @@ def test_hostile_text_is_answered_in_the_ui_language(lang):
         at.text_area[0].input(text).run()
         assert not at.exception, at.exception
         assert_said(texts(at), key, lang)
+
+
+def test_the_local_box_loads_from_this_disk_only_and_stays_open_after_a_refusal(tmp_path):
+    """A hub id is a (missing) folder; missing, file and config-less folders get one sentence (no disk probing)."""
+    at = AppTest.from_file(HOME, default_timeout=180)
+    at.session_state["app.lang"] = "fr"
+    at.run()
+    at.sidebar.selectbox(key="_w.app.model").set_value("local").run()
+    file = tmp_path / "a-file.txt"
+    file.write_text("x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    said = []
+    for typed in ("bigscience/bloom", str(tmp_path / "missing"), str(file), str(empty), "~nobody-here/x", "a\x00b"):
+        at.sidebar.text_input(key="_w.app.local_dir").input(typed).run()
+        assert not at.exception, at.exception
+        errors = [str(e.value) for e in at.error if "Impossible de charger ce modèle" in str(e.value)]
+        assert len(errors) == 1, (typed, [str(e.value) for e in at.error])
+        said.append(errors[0])
+        assert at.session_state["app.model"] == "local"  # the box stays: the next folder typed is tried
+    assert len(set(said)) == 1 and "aucun modèle utilisable à cet emplacement de ce serveur" in said[0]

@@ -7,6 +7,7 @@ Fine-tuned models are registered here so every page can offer them.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from collections import OrderedDict
 
 import streamlit as st
@@ -23,6 +24,7 @@ from explorer.ui.state import guard_url
 MODEL_KEY = "app.model"
 DEVICE_KEY = "app.device"
 LOCAL_KEY = "app.local_dir"
+LOCAL_FAILED_KEY = "app.local_refused"  # (folder, why) of the last folder the local box could not load
 MAX_LOADED = 3
 OFFLINE_TTL_S = 300  # how long "which models load without the network" is trusted
 
@@ -128,18 +130,46 @@ def model_choices() -> dict[str, str]:
     return choices
 
 
+# what a local folder can be refused for: one sentence for all, so a visitor cannot probe the server's disk
+LOCAL_REFUSALS = {"registry.folder_missing", "registry.not_a_folder", "registry.no_config", "registry.config_unreadable",
+                  "registry.config_not_model", "registry.no_weights", "registry.checkpoint_no_weights",
+                  "registry.no_model_type", "registry.bad_key"}
+
+
+def local_folder(text) -> str | None:
+    """The local box's text as an absolute folder path (never a hub id: the box loads from this disk only)."""
+    text = text.strip() if isinstance(text, str) else ""
+    if not text:
+        return None
+    try:
+        return str(Path(text[:500]).expanduser().resolve())
+    except (RuntimeError, OSError, ValueError):  # an unknown ~user, a NUL byte...: no such folder
+        return str(Path("/") / "nonexistent-folder")
+
+
 def _wanted_key() -> str:
     """The model the session asks for; a hub model out of reach is replaced by the default, with a notice."""
     fallback = default_model(current_lang())
     key = st.session_state.get(MODEL_KEY) or fallback
     if key == "local":
-        return st.session_state.get(LOCAL_KEY) or fallback
+        folder = local_folder(st.session_state.get(LOCAL_KEY))
+        refused = st.session_state.get(LOCAL_FAILED_KEY)
+        return fallback if not folder or (refused and refused[0] == folder) else folder
     missing = unavailable_models()
     if key in missing:
         st.warning(t("sidebar.unavailable_used_default", name=plain(missing[key])), icon=":material/warning:")
         st.session_state[MODEL_KEY] = fallback
         return fallback
     return key
+
+
+def local_refusal() -> str | None:
+    """Why the folder typed in the local box cannot be loaded (said under the box), or None."""
+    refused = st.session_state.get(LOCAL_FAILED_KEY)
+    typed = local_folder(st.session_state.get(LOCAL_KEY))
+    if st.session_state.get(MODEL_KEY) == "local" and refused and refused[0] == typed:
+        return t("sidebar.load_error", reason=plain(refused[1]))
+    return None
 
 
 def current_model() -> LoadedModel:
@@ -159,9 +189,13 @@ def current_model() -> LoadedModel:
         lm = store().load(key, device, progress)
     except GPTCoreError as exc:  # a bad local directory, for instance
         bar.empty()
-        st.error(t("sidebar.load_error", reason=plain(say(exc))))
         fallback = default_model(current_lang())
-        st.session_state[MODEL_KEY] = fallback
+        if st.session_state.get(MODEL_KEY) == "local":  # the box stays open (the sidebar says why): another folder
+            why = t("sidebar.local_unusable") if getattr(exc, "code", "") in LOCAL_REFUSALS else say(exc)
+            st.session_state[LOCAL_FAILED_KEY] = (key, why)
+        else:
+            st.error(t("sidebar.load_error", reason=plain(say(exc))))
+            st.session_state[MODEL_KEY] = fallback
         lm = store().load(fallback, device, None)
     bar.empty()
     return lm

@@ -11,7 +11,7 @@ import streamlit as st
 from explorer.ui.i18n import DEFAULT_LANG, LANG_KEY, LANGS, t
 from explorer.ui.messages import decimal, plain, say
 from explorer.ui.model_store import (DEVICE_KEY, LOCAL_KEY, MODEL_KEY, available_devices, current_model,
-                                     default_model, label_of, model_choices, unavailable_models)
+                                     default_model, label_of, local_refusal, model_choices, unavailable_models)
 from explorer.ui.state import from_link, guard_url, persisted, set_value
 from explorer.views.lessons import lesson_banner
 
@@ -60,6 +60,9 @@ def render_sidebar():
     persisted(bar.selectbox, t("sidebar.device"), DEVICE_KEY, "cpu", options=available_devices())
     with bar:
         lm = current_model()
+        refusal = local_refusal()
+        if refusal:
+            st.error(refusal)
         if lm.load_seconds:
             st.caption(t("sidebar.loaded", label=plain(label_of(lm.source)), seconds=decimal(lm.load_seconds, 1)))
         else:  # a model trained here was not loaded: its training time is not a load time
