@@ -373,5 +373,24 @@ def test_a_csv_with_a_review_column_works_on_the_pretrain_page(monkeypatch):
     at.selectbox(key="_w.pretrain.source").set_value("upload").run()
     assert not at.exception, at.exception
     assert not texts(at, ("error",))
-    assert "avis.csv :" in " ".join(c.value for c in at.caption)
+    assert "avis\\.csv :" in " ".join(c.value for c in at.caption)
     assert not at.button(key="pretrain.start").disabled
+
+
+def test_a_markdown_file_name_shows_as_text_on_the_pretrain_page(monkeypatch):
+    """A hostile upload's name becomes part of captions and of the trained model's label: never a link."""
+    files = fake_uploads(monkeypatch)
+    no_earlier_jobs(monkeypatch)
+    at = app(PRETRAIN)
+    at.selectbox(key="_w.pretrain.source").set_value("upload").run()
+    name = "[Connexion requise](https://evil.example) ![x](https://evil.example/x.png).txt"
+    files["_w.pretrain.file"] = ((C_TEXT * 40).encode(), name)
+    at.run()
+    assert not at.exception, at.exception
+    shown = " ".join(c.value for c in at.caption)
+    assert "\\[Connexion requise\\]\\(https" in shown  # escaped: Markdown shows it as text
+    assert "](https://evil.example)" not in shown
+    assert "BPE appris ici sur ce corpus" in shown  # the corpus's own tokenizer, named in French
+
+
+C_TEXT = "Le chat dort sur le tapis du salon. Le chien garde la maison pendant la nuit.\n\n"

@@ -16,6 +16,7 @@ from gpt_core.errors import GPTCoreError
 from explorer import runs as R
 from explorer.corpus import RECORD_TYPES
 from explorer.ui.i18n import t
+from explorer.ui.messages import plain
 from explorer.ui.model_store import DEVICE_KEY, current_model, label_of, store
 from explorer.ui.state import persisted
 from explorer.views import data as data_view
@@ -36,7 +37,7 @@ def _base_and_task(lm, device: str):
     base = lm if base_key == "current" else store().load("tiny-random", device)
     info = backend_of(base.model).info()
     large = info.n_params > R.LARGE_MODEL
-    st.caption(t("training.ft.base_info", label=label_of(base.source), params=W.count_text(info.n_params),
+    st.caption(t("training.ft.base_info", label=plain(label_of(base.source)), params=W.count_text(info.n_params),
                  layers=info.n_layers, ctx=W.thousands(info.context_length)))
     task = persisted(st.radio, t("training.ft.task"), f"{A}.task", "instruct", options=["instruct", "classify"],
                      format_func=lambda k: t(f"training.ft.task.{k}"), horizontal=True)

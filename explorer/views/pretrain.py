@@ -91,7 +91,7 @@ def _plan(corpus, arch: dict, hyper: R.Hyper, device: str, prompt: str) -> R.Run
     names = R.RunNames(t("training.name.lm"), t("training.label.pre", blocks=W.blocks_text(arch["n_layers"]),
                                                 d=arch["d_model"], source=origin))
     plan = R.plan_pretrain(tok, piece.text, arch, hyper, device, prompt, names, origin, tokenizer_name=tok_name)
-    st.caption(t("training.pre.data_info", origin=origin, chars=W.thousands(len(piece.text)),
+    st.caption(t("training.pre.data_info", origin=plain(origin), chars=W.thousands(len(piece.text)),
                  train=plan.params["train_windows"], val=plan.params["val_windows"], ctx=arch["context"]))
     return plan
 
