@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from gpt_core import data as D
 from gpt_core.backend import backend_of, own_gpt
-from gpt_core.errors import note
+from gpt_core.errors import InvalidInput, note
 from gpt_core.evaluate import (
     class_probabilities, classification_report, continue_text, next_token_probs, top_token_union, wandb_logger,
 )
@@ -317,9 +317,35 @@ def job_fn(plan: RunPlan, store=None) -> Callable[[threading.Event], Any]:
     return run
 
 
+def too_long(estimate: dict) -> InvalidInput | None:
+    """The refusal of a run estimated longer than this server accepts (None when it may run)."""
+    seconds, limit = estimate.get("seconds_estimate") or 0, settings.job_max_seconds()
+    if seconds <= limit:
+        return None
+    return InvalidInput("runs.too_long", "This run would take about {minutes} minutes: this server accepts runs "
+                        "of at most {limit} minutes. Lower the steps, the batch or the model.",
+                        minutes=int(seconds // 60), limit=int(limit // 60))
+
+
+def admit(plan: RunPlan, owner: str | None) -> None:
+    """Refuse, with a reason, a job the shared server should not take: too long by its own estimate, a second
+    one from the same session, or a full queue (limits from :mod:`explorer.settings`)."""
+    long = too_long(plan.estimate)
+    if long is not None:
+        raise long
+    active = [j for j in get_manager().jobs() if j.active]
+    if owner is not None and sum(j.owner == owner for j in active) >= settings.jobs_each():
+        raise InvalidInput("runs.one_job_each", "You already have a run queued or running: wait for it to end, "
+                           "or cancel it, before starting another.")
+    if len(active) >= settings.jobs_total():
+        raise InvalidInput("runs.queue_full", "{n} runs are already queued or running on this server: try again "
+                           "when one has ended.", n=len(active))
+
+
 def submit(plan: RunPlan, store=None, owner: str | None = None) -> str:
     """Queue the plan's job on the server's manager; returns the job id."""
     plan.owner = owner if owner is not None else plan.owner
+    admit(plan, owner)
     params = {**plan.params, "run_id": plan.run_id, "estimate_s": plan.estimate.get("seconds_estimate")}
     return get_manager().submit(plan.kind, job_fn(plan, store), params, owner=plan.owner)
 

@@ -7,6 +7,12 @@ variable                       meaning                                     defau
                                run history database
 ``LLM_EXPLORER_RUNS_MAX_GB``   size cap of that folder; the oldest runs    ``5``
                                are deleted first
+``LLM_EXPLORER_JOBS_EACH``     training jobs one session may have queued   ``1``
+                               or running at once
+``LLM_EXPLORER_JOBS_TOTAL``    training jobs queued or running on the      ``5``
+                               server at once
+``LLM_EXPLORER_JOB_MAX_MIN``   the longest estimated job accepted, in      ``30``
+                               minutes
 ``LLM_EXPLORER_OLLAMA_URL``    the Ollama server the answer judge calls    ``http://127.0.0.1:11434``
 ``LLM_EXPLORER_OLLAMA_MODEL``  the judge model served by Ollama            ``llama3``
 =============================  ==========================================  =====================
@@ -51,3 +57,25 @@ def ollama_url() -> str:
 
 def ollama_model() -> str:
     return os.environ.get("LLM_EXPLORER_OLLAMA_MODEL", "").strip() or DEFAULT_OLLAMA_MODEL
+
+
+def _number(name: str, default: float) -> float:
+    """A positive number from the environment (the default when unset, unreadable or not positive)."""
+    try:
+        value = float(os.environ.get(name, "").strip() or default)
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value > 0 else default
+
+
+def jobs_each() -> int:
+    return int(_number("LLM_EXPLORER_JOBS_EACH", 1))
+
+
+def jobs_total() -> int:
+    return int(_number("LLM_EXPLORER_JOBS_TOTAL", 5))
+
+
+def job_max_seconds() -> float:
+    return 60 * _number("LLM_EXPLORER_JOB_MAX_MIN", 30)
+

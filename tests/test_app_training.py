@@ -394,3 +394,11 @@ def test_a_markdown_file_name_shows_as_text_on_the_pretrain_page(monkeypatch):
 
 
 C_TEXT = "Le chat dort sur le tapis du salon. Le chien garde la maison pendant la nuit.\n\n"
+
+
+def test_a_run_longer_than_the_server_accepts_is_refused_before_the_click(monkeypatch):
+    monkeypatch.setenv("LLM_EXPLORER_JOB_MAX_MIN", "0.001")  # every run is too long for this server
+    at = app(PRETRAIN)
+    assert "ce serveur accepte des runs d'au plus 0 minutes" in texts(at, ("error",))
+    assert at.button(key="pretrain.start").disabled
+

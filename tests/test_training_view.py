@@ -474,3 +474,40 @@ def test_lora_on_a_model_trained_here_keeps_the_whole_model(tiny_base, tok, tmp_
     folder = H.RunStore().checkpoint_path(H.RunStore().get(plan.run_id))
     names = {p.name for p in folder.iterdir()}
     assert "model.safetensors" in names and "adapter_config.json" not in names
+
+
+def test_the_shared_server_refuses_long_runs_second_runs_and_a_full_queue(tok, monkeypatch):
+    import explorer.jobs as jobs
+
+    manager = jobs.JobManager()
+    monkeypatch.setattr(jobs, "_manager", manager)
+    monkeypatch.setattr(J, "get_manager", lambda: manager)
+    release = threading.Event()
+
+    def blocker(cancel):
+        while not (cancel.is_set() or release.is_set()):
+            yield {"type": "status", "message": "…"}
+            threading.Event().wait(0.02)
+
+    plan = pretrain(tok, text_of("corpus_fr"), R.Hyper(steps=2, batch_size=4, warmup=0), "Le")
+    plan.estimate = {**plan.estimate, "seconds_estimate": 94 * 3600}
+    with pytest.raises(InvalidInput) as err:
+        J.admit(plan, "alice")
+    assert fr(err.value) == ("Ce run prendrait environ 5\u202f640 minutes : ce serveur accepte des runs d'au plus 30 "
+                             "minutes. Réduisez les étapes, le batch ou le modèle.")
+    plan.estimate["seconds_estimate"] = 5
+    manager.submit("pretrain", blocker, owner="alice")
+    with pytest.raises(InvalidInput) as err:
+        J.admit(plan, "alice")
+    assert err.value.code == "runs.one_job_each"
+    J.admit(plan, "bob")  # another student may queue
+    for i in range(4):
+        manager.submit("pretrain", blocker, owner=f"s{i}")
+    with pytest.raises(InvalidInput) as err:
+        J.admit(plan, "bob")
+    assert fr(err.value) == ("5 runs sont déjà en file d'attente ou en cours sur ce serveur : réessayez quand l'un "
+                             "d'eux sera terminé.")
+    release.set()
+    for snap in manager.jobs():
+        manager.wait(snap.job_id, timeout=30)
+    J.admit(plan, "alice")  # all ended: accepted again

@@ -133,6 +133,10 @@ def show_estimate(est: dict) -> bool:
     if not est.get("fits", True):
         st.error(t("training.cannot_start", reason=said(est.get("reason"))))
         return False
+    long = J.too_long(est)
+    if long is not None:  # said before the click: the start button stays off
+        st.error(t("training.cannot_start", reason=said(long)))
+        return False
     return True
 
 
@@ -161,7 +165,10 @@ def start_button(area: str, plan: R.RunPlan | None, store, tracking: dict | None
                   total=running.total_steps or "?"))
     if st.button(t("training.start"), type="primary", disabled=plan is None, key=f"{area}.start"):
         plan.tracking = dict(tracking or {})
-        st.session_state[f"{area}.job"] = J.submit(plan, store, owner())
+        try:
+            st.session_state[f"{area}.job"] = J.submit(plan, store, owner())
+        except GPTCoreError as exc:  # too long, a second run of this session, a full queue
+            refused(exc)
 
 
 # ================================================================ live job
