@@ -9,6 +9,8 @@ everywhere and their window is drawn on the heatmap.
 """
 from __future__ import annotations
 
+import base64
+
 import math
 from dataclasses import dataclass
 
@@ -406,5 +408,6 @@ def render_bertviz(data: AttentionData, model_key: str, layer: int, window: rang
     if html is None:
         st.warning(t("attention.bertviz_missing"))
     else:
-        st.iframe(html, height=height)
+        # a data: URL gives the frame an opaque origin: its scripts cannot reach the app's page or cookies
+        st.iframe("data:text/html;base64," + base64.b64encode(html.encode("utf-8")).decode("ascii"), height=height)
         st.caption(t("attention.bv_size", kb=len(html.encode()) // 1024))
