@@ -13,6 +13,15 @@ variable                       meaning                                     defau
                                server at once
 ``LLM_EXPLORER_JOB_MAX_MIN``   the longest estimated job accepted, in      ``30``
                                minutes
+``LLM_EXPLORER_ORPHAN_MIN``    a job whose owner has shown no sign of      ``10``
+                               life for this long is cancelled
+``LLM_EXPLORER_TEACHER_PASSWORD``  the password of teacher mode (sees and   unset: no teacher mode
+                               cancels every job); or the Streamlit
+                               secret ``teacher_password``
+``LLM_EXPLORER_MODELS``        class mode: the only model keys that may    unset: all
+                               be loaded (comma-separated)
+``LLM_EXPLORER_MODELS_MAX_GB`` memory budget of the loaded models; the    ``1.5``
+                               least recently used are dropped first
 ``LLM_EXPLORER_OLLAMA_URL``    the Ollama server the answer judge calls    ``http://127.0.0.1:11434``
 ``LLM_EXPLORER_OLLAMA_MODEL``  the judge model served by Ollama            ``llama3``
 =============================  ==========================================  =====================
@@ -79,3 +88,33 @@ def jobs_total() -> int:
 def job_max_seconds() -> float:
     return 60 * _number("LLM_EXPLORER_JOB_MAX_MIN", 30)
 
+
+
+def orphan_seconds() -> float:
+    """How long a job may go without any sign of life from its owner before it is cancelled."""
+    return 60 * _number("LLM_EXPLORER_ORPHAN_MIN", 10)
+
+
+def teacher_password() -> str:
+    """Teacher mode's password ("" when the deployment has none: then nobody is a teacher)."""
+    value = os.environ.get("LLM_EXPLORER_TEACHER_PASSWORD", "").strip()
+    if value:
+        return value
+    try:
+        import streamlit as st  # a Streamlit secret, when the app runs with one
+
+        return str(st.secrets.get("teacher_password", "") or "").strip()
+    except Exception:  # noqa: BLE001 - no secrets file, or not under Streamlit
+        return ""
+
+
+def allowed_models() -> frozenset[str] | None:
+    """Class mode: the model keys that may be loaded (None: every model)."""
+    raw = os.environ.get("LLM_EXPLORER_MODELS", "").strip()
+    keys = frozenset(k.strip() for k in raw.split(",") if k.strip())
+    return keys or None
+
+
+def models_max_bytes() -> int:
+    """The memory budget of the loaded models, in bytes of weights."""
+    return int(_number("LLM_EXPLORER_MODELS_MAX_GB", 1.5) * 1e9)
