@@ -201,6 +201,13 @@ class RunStore:
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
         return True
 
+    def adopt(self, old: str, new: str) -> int:
+        """The runs of owner ``old`` become ``new``'s (a browser's kept identity found late); returns how many."""
+        if not old or not new or old == new:
+            return 0
+        with self._lock, self._db() as db:
+            return db.execute("UPDATE runs SET owner = ? WHERE owner = ?", (new, old)).rowcount
+
     def mark_checkpoint_gone(self, run_id: str) -> None:
         """The run stays in the history, without its checkpoint."""
         with self._lock, self._db() as db:

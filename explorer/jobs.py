@@ -20,6 +20,13 @@ One job runs at a time per server (a classroom shares one machine); later
 submissions wait in a visible FIFO queue. This module never imports
 streamlit, so it is tested like any other code.
 
+Jobs belong to their owner (a browser's token, see :mod:`explorer.ui.identity`):
+:meth:`JobManager.cancel` refuses another owner's job unless called as the
+teacher (``owner=None``). Pages call :meth:`JobManager.seen` on each run; a
+job whose owner has not been seen for ``orphan_after`` seconds (a closed
+laptop, a lost tab) is cancelled, queued or running, so nobody's work waits
+behind it.
+
     manager = get_manager()
     job_id = manager.submit("pretrain", lambda cancel: train(..., cancel=cancel),
                             {"steps": 200}, owner="session-abc")
@@ -117,8 +124,10 @@ CANCEL_REQUESTED = note("jobs.cancel_requested", "Cancelling…")
 class JobManager:
     """Thread-safe registry and FIFO runner of jobs: one job runs at a time."""
 
-    def __init__(self, max_finished: int = MAX_FINISHED):
+    def __init__(self, max_finished: int = MAX_FINISHED, orphan_after: float | Callable[[], float] | None = None):
         self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}  # owner -> time.monotonic() of its latest page run
+        self._orphan_after = orphan_after
         self._changed = threading.Condition(self._lock)
         self._jobs: dict[str, _Job] = {}
         self._order: list[str] = []  # submission order
@@ -139,6 +148,8 @@ class JobManager:
                            submitted_at=time.time())
         job = _Job(snap, fn)
         with self._lock:
+            if owner is not None:
+                self._seen[owner] = time.monotonic()
             self._jobs[snap.job_id] = job
             self._order.append(snap.job_id)
             self._queue.append(snap.job_id)
@@ -204,12 +215,54 @@ class JobManager:
                 self._changed.wait(left)
             return copy.deepcopy(job.snap) if job is not None else None
 
+    # ------------------------------------------------------------- owners
+    def seen(self, owner: str | None) -> None:
+        """The owner is still there (a page of theirs ran); their jobs are not orphans."""
+        if owner:
+            with self._lock:
+                self._seen[owner] = time.monotonic()
+            self.cancel_orphans()
+
+    def adopt(self, old: str, new: str) -> int:
+        """Jobs of owner ``old`` become ``new``'s (a browser's kept identity, found late); returns how many."""
+        if not old or not new or old == new:
+            return 0
+        with self._lock:
+            moved = [job for job in self._jobs.values() if job.snap.owner == old]
+            for job in moved:
+                job.snap.owner = new
+            self._seen[new] = max(self._seen.pop(old, 0.0), self._seen.get(new, 0.0))
+            return len(moved)
+
+    def _orphan_limit(self) -> float | None:
+        limit = self._orphan_after() if callable(self._orphan_after) else self._orphan_after
+        return float(limit) if limit else None
+
+    def orphans(self) -> list[str]:
+        """Ids of the active jobs whose owner has not been seen for longer than the orphan limit."""
+        limit = self._orphan_limit()
+        if limit is None:
+            return []
+        now = time.monotonic()
+        with self._lock:
+            return [j for j in self._order if self._jobs[j].snap.active and self._jobs[j].snap.owner
+                    and now - self._seen.get(self._jobs[j].snap.owner, now) > limit]
+
+    def cancel_orphans(self) -> list[str]:
+        """Cancel every orphaned job (said in its message); returns their ids."""
+        found = self.orphans()
+        for job_id in found:
+            self.cancel(job_id, reason=note("jobs.orphaned", "Cancelled: its owner left the app for more than "
+                                            "{minutes} minutes.", minutes=round(self._orphan_limit() / 60)))
+        return found
+
     # --------------------------------------------------------------- cancel
-    def cancel(self, job_id: str) -> bool:
-        """Cancel a queued job at once, or ask a running one to stop; False if already finished."""
+    def cancel(self, job_id: str, owner: str | None = None, reason: Message | None = None) -> bool:
+        """Cancel a queued job at once, or ask a running one to stop; False if already finished, unknown, or
+        not ``owner``'s (``owner=None``: the teacher, or the server itself, may cancel any job)."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None or job.snap.finished:
+            if job is None or job.snap.finished or (owner is not None and job.snap.owner != owner):
                 return False
             job.cancel.set()
             if job.snap.status == "queued":
@@ -217,11 +270,13 @@ class JobManager:
                     self._queue.remove(job_id)
                 except ValueError:
                     pass
-                self._finish(job, "cancelled", note("jobs.cancelled_before_start",
-                                                    "Job cancelled before it started."))
+                self._finish(job, "cancelled", reason or note("jobs.cancelled_before_start",
+                                                              "Job cancelled before it started."))
                 self._renumber()
             else:
-                job.snap.message = CANCEL_REQUESTED
+                job.snap.message = reason or CANCEL_REQUESTED
+                if reason is not None:  # said when the job ends, whatever its own last words
+                    job.snap.result["cancel_reason"] = reason
             self._changed.notify_all()
             return True
 
@@ -262,6 +317,7 @@ class JobManager:
                 job.snap.queue_position = None
                 self._renumber()
                 self._changed.notify_all()
+            self.cancel_orphans()  # an owner gone while their job waited: it ends before it starts
             self._run(job)
             with self._lock:
                 self._running = None
@@ -303,7 +359,9 @@ class JobManager:
             else:
                 status = "done"
             message = job.snap.message
-            if status == "cancelled" and (not message or message == CANCEL_REQUESTED):
+            if status == "cancelled" and job.snap.result.get("cancel_reason") is not None:
+                message = job.snap.result.pop("cancel_reason")
+            elif status == "cancelled" and (not message or message == CANCEL_REQUESTED):
                 message = cancelled_at(job.snap.step)
             elif status == "done" and not message:
                 message = note("jobs.done", "Job finished.")
@@ -373,5 +431,7 @@ def get_manager() -> JobManager:
     global _manager
     with _manager_lock:
         if _manager is None:
-            _manager = JobManager()
+            from explorer import settings
+
+            _manager = JobManager(orphan_after=settings.orphan_seconds)
         return _manager

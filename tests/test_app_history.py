@@ -48,10 +48,20 @@ def runs(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def page(lang: str = "fr", path: str = PAGE) -> AppTest:
+TEACHER_PASSWORD = "craie-verte-42"
+
+
+@pytest.fixture
+def teacher(monkeypatch):
+    monkeypatch.setenv("LLM_EXPLORER_TEACHER_PASSWORD", TEACHER_PASSWORD)
+
+
+def page(lang: str = "fr", path: str = PAGE, teacher: bool = False) -> AppTest:
     at = AppTest.from_file(path, default_timeout=120)
     at.session_state["app.lang"] = lang
     at.session_state["app.owner"] = ME
+    if teacher:
+        at.session_state["app.teacher"] = True
     at.session_state["app.model"] = "tiny-random"
     at.run()
     assert not at.exception, at.exception
@@ -64,8 +74,67 @@ def figure(at: AppTest) -> dict:
     return json.loads(charts[0].proto.spec)
 
 
-def test_the_table_lists_every_run_in_french(runs):
-    at = page("fr")
+def test_a_student_sees_only_their_own_runs(runs):
+    at = page("en")
+    assert list(at.dataframe[0].value["Model name"]) == [PRE_NAME]
+    assert at.selectbox(key="history.run").options == [lookup("history.option", "en").format(
+        name=PRE_NAME, date=time.strftime(lookup("history.date_format", "en"), time.localtime(1_700_000_075.0)))]
+    assert INSTRUCT_NAME not in json.dumps(figure(at))
+
+
+def test_a_stranger_sees_none(runs):
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["app.lang"] = "en"
+    at.session_state["app.owner"] = "f" * 32
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.dataframe and not at.get("plotly_chart")
+    assert [i.value for i in at.info][0].startswith("No run recorded yet")
+
+
+def _log_in(at: AppTest, password: str) -> None:
+    next(w for w in at.text_input if w.label == "Teacher password").input(password)
+    at.form_submit_button[0].click().run()
+    assert not at.exception, at.exception
+
+
+def test_teacher_mode_opens_with_the_password_only(runs, teacher):
+    at = page("en")
+    assert at.expander[-1].label == "Teacher mode"
+    _log_in(at, "wrong")
+    assert "Wrong password." in [e.value for e in at.error]
+    assert list(at.dataframe[0].value["Model name"]) == [PRE_NAME]
+    _log_in(at, TEACHER_PASSWORD)
+    assert at.session_state["app.teacher"] is True
+    assert list(at.dataframe[0].value["Model name"]) == [INSTRUCT_NAME, PRE_NAME]
+    at.button(key="teacher.logout").click().run()
+    assert list(at.dataframe[0].value["Model name"]) == [PRE_NAME]
+
+
+def test_teacher_mode_is_off_without_a_password(runs, monkeypatch):
+    monkeypatch.delenv("LLM_EXPLORER_TEACHER_PASSWORD", raising=False)
+    at = page("en")
+    at.session_state["app.teacher"] = True  # even a forged session flag opens nothing
+    at.run()
+    assert list(at.dataframe[0].value["Model name"]) == [PRE_NAME]
+    assert not at.text_input
+    assert any("Teacher mode is not enabled on this server" in c.value for c in at.caption)
+
+
+def test_wrong_passwords_are_rate_limited_for_the_whole_server(runs, teacher, monkeypatch):
+    from explorer.ui import identity
+
+    monkeypatch.setattr(identity, "_failures", [])
+    at = page("en")
+    for _ in range(identity.MAX_FAILURES):
+        _log_in(at, "guess")
+    _log_in(at, TEACHER_PASSWORD)  # even the right one waits now
+    assert at.error[0].value.startswith("Too many wrong passwords on this server")
+    assert "app.teacher" not in at.session_state
+
+
+def test_the_teacher_table_lists_every_run_in_french(runs, teacher):
+    at = page("fr", teacher=True)
     table = at.dataframe[0].value
     assert list(table.columns) == ["À vous", "Terminé le", "Entraînement", "Nom du modèle", "État", "Durée",
                                    "Résultat final", "Checkpoint"]
@@ -81,8 +150,8 @@ def test_the_table_lists_every_run_in_french(runs):
     ]
 
 
-def test_the_overlay_draws_one_trace_per_run_and_split(runs):
-    at = page("fr")
+def test_the_overlay_draws_one_trace_per_run_and_split(runs, teacher):
+    at = page("fr", teacher=True)
     traces = figure(at)["data"]
     assert [t["name"] for t in traces] == [
         "*gras* &lt;b&gt;instruit&lt;/b&gt; · entraînement",       # a name is plain text in the legend
@@ -96,10 +165,11 @@ def test_the_overlay_draws_one_trace_per_run_and_split(runs):
     assert not at.get("plotly_chart")
 
 
-def test_load_as_model_offers_it_in_every_sidebar(runs):
+def test_load_as_model_offers_it_in_every_sidebar(runs, teacher):
     at = AppTest.from_file(HOME, default_timeout=300)
     at.session_state["app.lang"] = "en"
     at.session_state["app.owner"] = ME
+    at.session_state["app.teacher"] = True  # sees the other student's run without a checkpoint
     at.session_state["app.model"] = "tiny-random"
     at.switch_page(PAGE).run()
     assert not at.exception, at.exception
@@ -117,18 +187,15 @@ def test_load_as_model_offers_it_in_every_sidebar(runs):
     assert any("This run has no checkpoint" in c.value for c in at.caption)
 
 
-def test_only_the_owner_deletes(runs):
+def test_the_owner_deletes(runs):
     at = page("en")
-    at.selectbox(key="history.run").set_value("inst1").run()
-    assert not [b for b in at.button if b.key == "history.delete"]
-    assert "Only the session that started a run can delete it." in [c.value for c in at.caption]
     at.selectbox(key="history.run").set_value("pre1").run()
     at.button(key="history.delete").click().run()
     assert not at.exception, at.exception
     assert [unescape(s.value) for s in at.success] == [f"Run “{PRE_NAME}” deleted."]
     assert [r.run_id for r in H.RunStore().list()] == ["inst1"]
     assert not (runs / "checkpoints" / "pre1").exists()
-    assert list(at.dataframe[0].value["Model name"]) == [INSTRUCT_NAME]
+    assert not at.dataframe  # nothing of this browser's is left
 
 
 def test_an_empty_history_says_where_runs_come_from(tmp_path, monkeypatch):
@@ -153,8 +220,8 @@ def _english_pieces() -> set[str]:
     return {p for p in pieces if len(p) >= 4 and p not in fr.values()}
 
 
-def test_the_french_page_has_no_english_string_of_ours(runs):
-    at = page("fr")
+def test_the_french_page_has_no_english_string_of_ours(runs, teacher):
+    at = page("fr", teacher=True)
     at.selectbox(key="history.run").set_value("inst1").run()
     seen = [e.value for kind in ("title", "caption", "markdown", "subheader", "info", "success", "error", "text")
             for e in at.get(kind)]

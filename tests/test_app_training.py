@@ -25,8 +25,10 @@ def metrics(at) -> dict:
     return {m.label: m.value for m in at.metric}
 
 
-def app(page: str, model: str | None = "tiny-random", lang: str | None = None) -> AppTest:
+def app(page: str, model: str | None = "tiny-random", lang: str | None = None, owner: str | None = None) -> AppTest:
     at = AppTest.from_file(page, default_timeout=180)
+    if owner:  # the browser's kept identity (its cookie); else each session is a new browser
+        at.session_state["app.owner"] = owner
     if model:
         at.session_state["app.model"] = model
     if lang:
@@ -164,8 +166,11 @@ def test_pretrain_cancel_from_the_page():
     job_id = at.session_state["pretrain.job"]
     snap = wait_snapshot(job_id, lambda s: s.step >= 1, timeout=120)
     assert snap.status == "running"
-    # a reload is a new session: it re-attaches to the running job and can cancel it
-    reloaded = app(PRETRAIN)
+    # a reload is a new session of the same browser (its cookie): it re-attaches to the running job and can
+    # cancel it; another browser sees nothing of it
+    stranger = app(PRETRAIN)
+    assert not [b for b in stranger.button if b.key == f"cancel.{job_id}"]
+    reloaded = app(PRETRAIN, owner=at.session_state["app.owner"])
     assert reloaded.session_state["pretrain.job"] == job_id
     assert any(p.proto.text.startswith("Étape ") for p in reloaded.get("progress"))
     reloaded.button(key=f"cancel.{job_id}").click().run()

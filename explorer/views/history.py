@@ -1,15 +1,15 @@
-"""The History page: the runs of this server (kept across restarts), their loss curves overlaid, a checkpoint
-reloaded as a model of the sidebar, and delete for the session that started a run."""
+"""The History page: this browser's runs (kept across restarts), their loss curves overlaid, a checkpoint
+reloaded as a model of the sidebar, and delete. Teacher mode sees every run and every job of the server."""
 from __future__ import annotations
 
+import hashlib
 import math
-import secrets
 import time
 
 import pandas as pd
 import streamlit as st
 
-from gpt_core.errors import GPTCoreError
+from gpt_core.errors import GPTCoreError, note
 from gpt_core.evaluate import class_probabilities
 
 from explorer import history as H
@@ -17,22 +17,16 @@ from explorer import history_models as HM
 from explorer import settings
 from explorer.figures.history import overlay_losses
 from explorer.figures.training import compare_bars
+from explorer.jobs import get_manager
 from explorer.ui.i18n import current_lang, t
+from explorer.ui.identity import is_teacher, present, teacher_login, teacher_logout
 from explorer.ui.messages import decimal, duration_text, percent, plain, say
 from explorer.ui.model_store import DEVICE_KEY, label_of, store
 
-OWNER_KEY = "app.owner"          # this session's identity (a random token made on first use)
 COMPARE_KEY = "history.compare"
 RUN_KEY = "history.run"
 FLASH_KEY = "history.flash"      # (level, text) said once after a rerun
 DEFAULT_OVERLAY = 3              # the newest runs drawn when nothing is picked yet
-
-
-def owner() -> str:
-    """This session's owner token (runs it starts carry it; only it may delete them)."""
-    if not st.session_state.get(OWNER_KEY):
-        st.session_state[OWNER_KEY] = secrets.token_hex(8)
-    return st.session_state[OWNER_KEY]
 
 
 @st.cache_resource(show_spinner=False)
@@ -228,7 +222,7 @@ def _details(records: list[H.RunRecord], me: str) -> None:
     if not rec.language_model and rec.checkpoint:
         _classify_box(rec)
     with right:
-        if rec.owner != me:
+        if rec.owner != me and not is_teacher():
             st.caption(t("history.owner_only"))
         elif st.button(t("history.delete"), key="history.delete", help=t("history.delete_help")):
             _delete(rec)
@@ -241,12 +235,13 @@ def page() -> None:
     flash = st.session_state.pop(FLASH_KEY, None)
     if flash:
         getattr(st, flash[0])(flash[1])
-    me = owner()
+    me = present()
     runs = run_store()
-    records = runs.list()
+    records = runs.list(owner=None if is_teacher() else me)
     st.caption(t("history.usage", used=size_text(H.folder_bytes(runs.root)), cap=size_text(settings.runs_max_bytes())))
     if not records:
         st.info(t("history.empty"))
+        teacher_panel()
         return
     st.subheader(t("history.table"))
     narrow = {t(f"history.col.{c}"): st.column_config.TextColumn(width=w)
@@ -255,3 +250,52 @@ def page() -> None:
     st.dataframe(table(records, me), hide_index=True, width="stretch", column_config=narrow)
     _compare(records)
     _details(records, me)
+    teacher_panel()
+
+
+# ================================================================= teacher
+def someone(token: str | None) -> str:
+    """A stable short name for an owner that does not reveal their token."""
+    return hashlib.sha256((token or "").encode("utf-8")).hexdigest()[:6] if token else "—"
+
+
+def _jobs_table() -> None:
+    jobs = get_manager().jobs()
+    if not jobs:
+        st.info(t("identity.no_jobs"))
+        return
+    st.dataframe(pd.DataFrame([{
+        t("identity.col.who"): someone(j.owner),
+        t("identity.col.kind"): t(f"training.kind.{j.kind}"),
+        t("identity.col.status"): t(f"identity.status.{j.status}"),
+        t("identity.col.step"): f"{j.step}/{j.total_steps or '?'}",
+        t("identity.col.at"): time.strftime("%H:%M", time.localtime(j.submitted_at)),
+    } for j in jobs]), hide_index=True, width="stretch")
+    for j in [j for j in jobs if j.active]:
+        label = t("identity.cancel_job", who=someone(j.owner), kind=t(f"training.kind.{j.kind}"))
+        if st.button(label, key=f"teacher.cancel.{j.job_id}"):
+            get_manager().cancel(j.job_id, reason=note("jobs.cancelled_by_teacher", "Cancelled by the teacher."))
+            st.rerun()
+
+
+def teacher_panel() -> None:
+    """Teacher mode: every job of the server with a cancel button, and every run in the history above."""
+    with st.expander(t("identity.teacher"), expanded=is_teacher()):
+        if not settings.teacher_password():
+            st.caption(t("identity.teacher_off"))
+            return
+        if is_teacher():
+            st.caption(t("identity.teacher_on"))
+            _jobs_table()
+            if st.button(t("identity.logout"), key="teacher.logout"):
+                teacher_logout()
+                st.rerun()
+            return
+        with st.form("teacher.login", clear_on_submit=True):
+            password = st.text_input(t("identity.password"), type="password", max_chars=200)
+            go = st.form_submit_button(t("identity.login"))
+        if go:
+            outcome = teacher_login(password)
+            if outcome == "ok":
+                st.rerun()
+            st.error(t(f"identity.login_{outcome}"))

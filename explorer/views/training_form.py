@@ -24,7 +24,7 @@ from explorer.jobs import get_manager
 from explorer.ui.i18n import current_lang, t
 from explorer.ui.messages import decimal, duration_text, number, plain, say
 from explorer.ui.state import persisted
-from explorer.views.history import owner
+from explorer.ui.identity import owner
 
 
 
@@ -181,7 +181,7 @@ def one_line(text: str) -> str:
 
 def _cancel_button(snap) -> None:
     if st.button(t("training.cancel"), key=f"cancel.{snap.job_id}"):
-        get_manager().cancel(snap.job_id)
+        get_manager().cancel(snap.job_id, owner=owner())
         st.toast(t("training.cancelling"))
 
 
@@ -259,16 +259,16 @@ def _live(job_id: str) -> None:
 
 
 def job_panel(kind: str, area: str):
-    """Re-attach to this session's job, else to the latest job of this kind (a reload, another tab).
+    """Re-attach to this browser's job of this kind (after a reload, in another tab); nobody else's.
 
-    An active job is drawn live (a fragment polling its snapshot each second);
+    An active job is drawn live (a fragment polling its snapshot every few seconds);
     a finished one is returned for :func:`results`.
     """
-    mgr = get_manager()
+    mgr, me = get_manager(), owner()
     job_id = st.session_state.get(f"{area}.job")
     snap = mgr.snapshot(job_id) if job_id else None
-    if snap is None or snap.kind != kind:
-        snap = mgr.latest_job(kind=kind)
+    if snap is None or snap.kind != kind or snap.owner != me:
+        snap = mgr.latest_job(owner=me, kind=kind)
     if snap is None:
         return None
     st.session_state[f"{area}.job"] = snap.job_id
