@@ -142,8 +142,10 @@ def test_a_probe_from_the_history_classifies_a_typed_ticket(tmp_path, monkeypatc
     hyper, opts = R.finetune_defaults(False, "classify", 2)
     plan = R.plan_finetune(lm.model, lm.tokenizer, classification_records(), opts, hyper, "cpu",
                            base_key="tiny-random", tokenizer_name="gpt2")
+    plan.owner = "a" * 32  # the browser that ran it: the History page shows a run to its owner
     assert list(J.job_fn(plan)(threading.Event()))[-1]["type"] == "done"
     at = AppTest.from_file("../pages/13_History.py", default_timeout=120)
+    at.session_state["app.owner"] = plan.owner
     at.session_state["app.model"] = "tiny-random"
     at.run()
     at.selectbox(key="history.run").set_value(plan.run_id).run()

@@ -19,7 +19,7 @@ from explorer.figures.history import overlay_losses
 from explorer.figures.training import compare_bars
 from explorer.jobs import get_manager
 from explorer.ui.i18n import current_lang, t
-from explorer.ui.identity import is_teacher, present, teacher_login, teacher_logout
+from explorer.ui.identity import is_teacher, owner, teacher_login, teacher_logout
 from explorer.ui.messages import decimal, duration_text, percent, plain, say
 from explorer.ui.model_store import DEVICE_KEY, label_of, store
 
@@ -235,7 +235,7 @@ def page() -> None:
     flash = st.session_state.pop(FLASH_KEY, None)
     if flash:
         getattr(st, flash[0])(flash[1])
-    me = present()
+    me = owner()
     runs = run_store()
     records = runs.list(owner=None if is_teacher() else me)
     st.caption(t("history.usage", used=size_text(H.folder_bytes(runs.root)), cap=size_text(settings.runs_max_bytes())))

@@ -250,6 +250,7 @@ LIVE_EVERY_S = 2.0  # the live view's refresh: each one costs the server a snaps
 
 @st.fragment(run_every=LIVE_EVERY_S)
 def _live(job_id: str) -> None:
+    get_manager().seen(owner())  # watching a job keeps it from being taken for an orphan
     snap = get_manager().snapshot(job_id)
     if snap is None:
         return
