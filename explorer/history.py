@@ -251,19 +251,32 @@ def is_complete(folder: str | Path) -> bool:
 
 def cleanup_incomplete(runs_dir: str | Path | None = None, active_ids: Iterable[str] = (),
                        store: RunStore | None = None) -> list[str]:
-    """Delete half-written checkpoint folders; returns the names removed (sorted).
+    """Repair checkpoints whose save was killed, then delete half-written folders; returns the names removed (sorted).
 
-    Under ``<runs_dir>/checkpoints`` (nothing else is touched, never the database): atomic_dir's temporary
-    siblings (``.<id>.tmp-<pid>-<hex>`` / ``.<id>.old-...``), and folders with no record pointing at them or
-    without config.json and weights. Folders of ``active_ids`` (jobs queued or running) are kept.
-    A record whose folder is gone is marked so.
+    Under ``<runs_dir>/checkpoints`` (nothing else is touched, never the database). First every run folder
+    not of ``active_ids`` (jobs queued or running) goes through :func:`gpt_core.hub.settle`: a save killed
+    after its commit point is finished (even one killed between its two renames, with no folder left under
+    the run's name), one killed before it keeps the previous checkpoint, and its uncommitted files go.
+    Then are deleted: atomic_dir's temporary siblings (``.<id>.tmp-<pid>-<hex>`` / ``.<id>.old-...``), and
+    folders with no record pointing at them or without config.json and weights. Folders of ``active_ids``
+    are kept. A record whose folder is gone is marked so.
     """
+    from gpt_core.hub import settle
+
     root = Path(runs_dir or settings.runs_dir())
     store = store or RunStore(root / DB_NAME)
     active = set(active_ids)
     known = {rec.checkpoint: rec for rec in store.list(limit=1_000_000) if rec.checkpoint}
     removed = []
     base = root / CHECKPOINTS
+    journal = re.compile(r"^\.(?P<name>.+)\.commit(?:\.part)?$")   # atomic_dir's journal beside a folder
+    names = set()
+    for entry in base.iterdir() if base.is_dir() else []:
+        found = _TEMP.match(entry.name) or journal.match(entry.name)
+        names.add(found["name"] if found else entry.name)
+    for name in sorted(names):
+        if name not in active and _RUN_ID.match(name):
+            settle(base / name, tidy=True)   # recover first, so that nothing committed is deleted below
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
         if not entry.is_dir() or entry.is_symlink():
             continue

@@ -376,33 +376,35 @@ def _names(keys: list[str], shown: int = 5) -> str:
 def save_checkpoint(model: GPT, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` into ``path``, atomically.
 
-    Files are written to temporary names and renamed into place, so a crash
-    mid-save leaves the previous checkpoint readable.
+    Both files are replaced as one step (:func:`gpt_core.hub.atomic_files`): a process killed at any
+    point of the save leaves, once :func:`load_checkpoint` has run :func:`gpt_core.hub.settle`, the
+    previous checkpoint or the new one, never new weights with an old config. Other files of ``path``
+    are kept.
     """
     from safetensors.torch import save_file
 
+    from .hub import atomic_files
+
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tied = model.out_head.weight is model.tok_emb.weight  # a tied head is rebuilt on load, not stored twice
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
              if not (tied and k == "out_head.weight")}
     meta = {"gpt_core": 1, "config": model.cfg.to_dict(), **(extra or {})}
-    tmp_w, tmp_c = path / "model.safetensors.tmp", path / "config.json.tmp"
-    save_file(state, str(tmp_w))
-    tmp_c.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    for tmp in (tmp_w, tmp_c):
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-    os.replace(tmp_w, path / "model.safetensors")
-    os.replace(tmp_c, path / "config.json")
+    with atomic_files(path, ("model.safetensors", "config.json")) as new:
+        save_file(state, str(new["model.safetensors"]))
+        new["config.json"].write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> GPT:
-    """Load a checkpoint written by :func:`save_checkpoint` (safetensors only)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (safetensors only), first finishing a save
+    that was killed after its commit point (:func:`gpt_core.hub.settle`)."""
     from safetensors.torch import load_file
 
+    from .hub import settle
+
     path = Path(path)
+    settle(path)
     meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
     if "gpt_core" not in meta:
         raise InvalidInput("model.not_a_checkpoint",

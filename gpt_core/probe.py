@@ -147,7 +147,8 @@ def feature_loader(features: torch.Tensor, targets: torch.Tensor, batch_size: in
 
 
 def save_probe(probe: LinearProbe, path: str | os.PathLike, meta: dict) -> Path:
-    """The probe's weights and ``meta`` (labels, base model, skip, ...) in a new folder, written atomically."""
+    """The probe's weights and ``meta`` (labels, base model, skip, ...) in a new folder, written atomically
+    (``atomic_dir``: after a kill at any point, :func:`load_probe` finds the old probe or the new one)."""
     from safetensors.torch import save_file
 
     from .hub import atomic_dir
@@ -169,7 +170,10 @@ def load_probe(path: str | os.PathLike, body: nn.Module) -> ProbeClassifier:
     """A :class:`ProbeClassifier` from :func:`save_probe`'s folder on top of ``body`` (its base model)."""
     from safetensors.torch import load_file
 
+    from .hub import settle
+
     path = Path(path)
+    settle(path)  # a save killed while swapping folders is finished (or undone) first
     if not is_probe_checkpoint(path):
         raise InvalidInput("probe.no_checkpoint", "The folder '{path}' holds no probe.", path=path.name)
     meta = json.loads((path / PROBE_FILE).read_text(encoding="utf-8"))

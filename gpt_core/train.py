@@ -691,7 +691,8 @@ ADAPTER_FILE = "adapter_config.json"
 
 
 def save_lora_adapter(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Save only the LoRA matrices of a peft-wrapped model (megabytes, not the whole model), atomically.
+    """Save only the LoRA matrices of a peft-wrapped model (megabytes, not the whole model), atomically
+    (``atomic_dir``: see :func:`save_trained`).
 
     :func:`load_lora_adapter` puts them back on a fresh copy of the same base model.
     """
@@ -710,7 +711,10 @@ def load_lora_adapter(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     """``base`` (a fresh model, changed in place) with the adapter of :func:`save_lora_adapter` merged in."""
     from peft import PeftModel
 
+    from .hub import settle
+
     path = Path(path)
+    settle(path)  # a save killed while swapping folders is finished (or undone) first
     if not (path / ADAPTER_FILE).is_file():
         raise InvalidInput("train.no_adapter", "The folder '{path}' holds no LoRA adapter.", path=path.name)
     return PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
@@ -986,7 +990,8 @@ _CLASSIFIER_FILE = "classifier.json"
 def save_trained(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Save a trained model atomically; the previous checkpoint survives a crash mid-save.
 
-    The folder is built aside and swapped in with ``atomic_dir``. It holds what
+    The folder is built aside and swapped in with ``atomic_dir`` (a kill at any point leaves the old
+    or the new folder once a loader has run ``gpt_core.hub.settle``). It holds what
     the model's backend writes (our GPT: config.json + model.safetensors, the
     layout of :func:`gpt_core.model.save_checkpoint`; Hugging Face models:
     ``save_pretrained``), plus classifier.json for a classifier. LoRA adapters
@@ -1006,9 +1011,11 @@ def save_trained(model: nn.Module, path: str | os.PathLike, extra: dict | None =
 
 def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
     """Load what :func:`save_trained` wrote for our GPT (language model or classifier)."""
+    from .hub import settle
     from .model import load_checkpoint
 
     path = Path(path)
+    settle(path)  # a save killed while swapping folders is finished (or undone) first
     if not (path / "config.json").is_file():
         raise InvalidInput("train.no_checkpoint", "The folder '{path}' holds no checkpoint (config.json is missing).",
                            path=path.name)
