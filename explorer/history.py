@@ -251,15 +251,10 @@ def is_complete(folder: str | Path) -> bool:
 
 def cleanup_incomplete(runs_dir: str | Path | None = None, active_ids: Iterable[str] = (),
                        store: RunStore | None = None) -> list[str]:
-    """Repair checkpoints whose save was killed, then delete half-written folders; returns the names removed (sorted).
-
-    Under ``<runs_dir>/checkpoints`` (nothing else is touched, never the database). First every run folder
-    not of ``active_ids`` (jobs queued or running) goes through :func:`gpt_core.hub.settle`: a save killed
-    after its commit point is finished (even one killed between its two renames, with no folder left under
-    the run's name), one killed before it keeps the previous checkpoint, and its uncommitted files go.
-    Then are deleted: atomic_dir's temporary siblings (``.<id>.tmp-<pid>-<hex>`` / ``.<id>.old-...``), and
-    folders with no record pointing at them or without config.json and weights. Folders of ``active_ids``
-    are kept. A record whose folder is gone is marked so.
+    """Repair killed saves, then delete half-written folders under ``<runs_dir>/checkpoints``; returns the names
+    removed. Each run folder not of ``active_ids`` first goes through :func:`gpt_core.hub.settle` (a committed save
+    is finished, an uncommitted one leaves the previous checkpoint); then temporary siblings, folders no record
+    points at and incomplete ones go. A record whose folder is gone is marked so. The database is never touched.
     """
     from gpt_core.hub import settle
 
@@ -270,11 +265,8 @@ def cleanup_incomplete(runs_dir: str | Path | None = None, active_ids: Iterable[
     removed = []
     base = root / CHECKPOINTS
     journal = re.compile(r"^\.(?P<name>.+)\.commit(?:\.part)?$")   # atomic_dir's journal beside a folder
-    names = set()
-    for entry in base.iterdir() if base.is_dir() else []:
-        found = _TEMP.match(entry.name) or journal.match(entry.name)
-        names.add(found["name"] if found else entry.name)
-    for name in sorted(names):
+    found = [_TEMP.match(e.name) or journal.match(e.name) or e.name for e in (base.iterdir() if base.is_dir() else [])]
+    for name in sorted({f if isinstance(f, str) else f["name"] for f in found}):
         if name not in active and _RUN_ID.match(name):
             settle(base / name, tidy=True)   # recover first, so that nothing committed is deleted below
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
@@ -336,8 +328,7 @@ def active_run_ids() -> set[str]:
 
 
 def startup_quietly() -> None:
-    """:func:`startup` for the entry point: a runs folder that cannot be written must not stop the pages
-    (the training pages say it when a run tries to save)."""
+    """:func:`startup` for the entry point: an unwritable runs folder must not stop the pages."""
     try:
         startup()
     except (OSError, sqlite3.Error, GPTCoreError):
@@ -345,9 +336,7 @@ def startup_quietly() -> None:
 
 
 def startup(store: RunStore | None = None, active_ids: Iterable[str] | None = None) -> dict | None:
-    """Once per process and database: clean half-written folders, then apply the size cap.
-
-    Returns ``{"removed": [...], "capped": [...]}`` the first time, None afterwards."""
+    """Once per process and database: clean half-written folders, then apply the size cap (the names, then None)."""
     store = store or RunStore()
     key = str(store.path.resolve())
     with _started_lock:

@@ -40,59 +40,20 @@ import time
 import traceback
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from gpt_core.errors import Message, note
 
+from explorer.job_snapshot import (  # noqa: F401  (re-exported: pages and tests read them from here)
+    CANCEL_REQUESTED, FINISHED, STATUSES, JobSnapshot, cancelled_at, failure,
+)
+
 __all__ = ["JobSnapshot", "JobManager", "get_manager", "STATUSES", "FINISHED"]
 
-STATUSES = ("queued", "running", "done", "cancelled", "failed", "diverged")
-FINISHED = frozenset({"done", "cancelled", "failed", "diverged"})
-MAX_SAMPLES = 5  # latest generated samples kept per job
 MAX_FINISHED = 50  # finished jobs remembered per manager
 CANCEL_GRACE_S = 0.5  # after a cancel, events a job may still send before it is closed
 
 JobFn = Callable[[threading.Event], Iterator[dict]]
-
-
-@dataclass
-class JobSnapshot:
-    """Everything a page needs to draw a job; :meth:`JobManager.snapshot` returns copies."""
-
-    job_id: str
-    kind: str
-    owner: str | None = None
-    params: dict = field(default_factory=dict)
-    status: str = "queued"
-    progress: float = 0.0                       # 0..1
-    step: int = 0
-    total_steps: int | None = None
-    train_steps: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    tokens_seen: int = 0
-    val_steps: list[int] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
-    samples: list[dict] = field(default_factory=list)  # latest {"step", "text"}
-    message: Message | str = ""                 # the latest status, or how the job ended
-    result: dict = field(default_factory=dict)  # checkpoint path, final history, ...
-    error_detail: str | None = None             # traceback of a failure (for developers)
-    submitted_at: float = 0.0                   # time.time() stamps
-    started_at: float | None = None
-    finished_at: float | None = None
-    elapsed: float = 0.0                        # seconds reported by the job
-    queue_position: int | None = None           # 1 = next to run; None when not queued
-    n_events: int = 0
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
-    @property
-    def active(self) -> bool:
-        return self.status in ("queued", "running")
 
 
 class _Job:
@@ -100,25 +61,6 @@ class _Job:
         self.snap = snapshot
         self.fn = fn
         self.cancel = threading.Event()
-
-
-def failure(exc: BaseException) -> Message:
-    """Why a job failed: a gpt_core error's own message, else out of memory, else the exception's kind."""
-    own = getattr(exc, "message", None)  # a gpt_core error carries its code and parameters
-    if isinstance(own, Message):
-        return own
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return note("jobs.out_of_memory", "Not enough memory for this job: lower the batch size, the context "
-                    "or the model.")
-    return note("jobs.failed", "The job failed ({kind}: {detail}).", kind=type(exc).__name__,
-                detail=str(exc)[:300] or "-")
-
-
-def cancelled_at(step: int) -> Message:
-    return note("jobs.cancelled", "Job cancelled at step {step}.", step=step)
-
-
-CANCEL_REQUESTED = note("jobs.cancel_requested", "Cancelling…")
 
 
 class JobManager:
@@ -369,57 +311,11 @@ class JobManager:
             self._changed.notify_all()
 
     def _record(self, job: _Job, event: dict) -> str | None:
-        """Fold one event into the snapshot; returns the terminal status it carries, if any."""
-        if not isinstance(event, dict):
-            return None
-        kind = event.get("type")
+        """Fold one event into the job's snapshot; returns the terminal status it carries, if any."""
         with self._lock:
-            snap = job.snap
-            snap.n_events += 1
-            if isinstance(event.get("elapsed"), (int, float)):
-                snap.elapsed = float(event["elapsed"])
-            if isinstance(event.get("step"), int):
-                snap.step = max(snap.step, event["step"])
-            if kind == "step":
-                snap.train_steps.append(event["step"])
-                snap.train_loss.append(float(event["train_loss"]))
-                if "lr" in event:
-                    snap.lr.append(float(event["lr"]))
-                snap.tokens_seen = int(event.get("tokens_seen", snap.tokens_seen))
-            elif kind == "eval":
-                snap.val_steps.append(event["step"])
-                snap.val_loss.append(float(event["val_loss"]))
-                if event.get("accuracy") is not None:
-                    snap.val_accuracy.append(float(event["accuracy"]))
-            elif kind == "sample":
-                snap.samples.append({"step": event.get("step"), "text": event.get("text", "")})
-                del snap.samples[:-MAX_SAMPLES]
-            elif kind == "checkpoint":
-                snap.result["checkpoint"] = event.get("path")
-            elif kind == "status":
-                snap.message = _message(event.get("message"))
-            elif kind == "result":
-                snap.result.update({k: v for k, v in event.items() if k != "type"})
-            if "total_steps" in event and isinstance(event["total_steps"], int):
-                snap.total_steps = event["total_steps"]
-            if isinstance(event.get("progress"), (int, float)):
-                snap.progress = min(max(float(event["progress"]), 0.0), 1.0)
-            elif snap.total_steps:
-                snap.progress = min(snap.step / snap.total_steps, 1.0)
-            if kind in ("done", "cancelled", "diverged", "failed"):
-                snap.message = _message(event.get("message", snap.message))
-                for key, value in event.items():
-                    if key not in ("type", "message", "step", "elapsed"):
-                        snap.result[key] = value
-                self._changed.notify_all()
-                return kind
+            terminal = job.snap.fold(event)
             self._changed.notify_all()
-        return None
-
-
-def _message(value) -> Message | str:
-    """A job's message as it is (a Message, or text the job worded itself)."""
-    return value if isinstance(value, Message) else str(value if value is not None else "")
+        return terminal
 
 
 _manager: JobManager | None = None

@@ -96,16 +96,8 @@ def orphan_seconds() -> float:
 
 
 def teacher_password() -> str:
-    """Teacher mode's password ("" when the deployment has none: then nobody is a teacher)."""
-    value = os.environ.get("LLM_EXPLORER_TEACHER_PASSWORD", "").strip()
-    if value:
-        return value
-    try:
-        import streamlit as st  # a Streamlit secret, when the app runs with one
-
-        return str(st.secrets.get("teacher_password", "") or "").strip()
-    except Exception:  # noqa: BLE001 - no secrets file, or not under Streamlit
-        return ""
+    """Teacher mode's password from the environment ("" when unset; the app also reads a Streamlit secret)."""
+    return os.environ.get("LLM_EXPLORER_TEACHER_PASSWORD", "").strip()
 
 
 def allowed_models() -> frozenset[str] | None:

@@ -436,6 +436,12 @@ def load_hf_dataset_slice(name: str, config: str | None = None, split: str = "tr
         raise InvalidInput("data.hf_too_many_rows", "At most {limit} rows can be read (got {n}).",
                            limit=10_000, n=n)
     preset = HF_PRESETS.get(str(name))
+    if preset is not None and config is None and text_field is None and split == preset["split"]:
+        from .prefetch import read_slice  # fetched ahead by scripts/prefetch.py: read with no network
+
+        kept = read_slice(str(name), n)
+        if kept is not None:
+            return kept
     if preset is not None:
         name = preset["name"]
         config = config if config is not None else preset["config"]

@@ -59,7 +59,7 @@ MAX_SOURCE_TOKENS = 256   # source tokens read by the encoder (special tokens in
 MAX_NEW_TOKENS = 64       # decoder steps of one trace
 MAX_TOP_K = 20            # alternatives kept per step
 MAX_STEPS = 2000          # classifier training updates
-PREFETCH_COMMAND = "hf download moussaKam/barthez"
+PREFETCH_COMMAND = "python scripts/prefetch.py --only barthez"
 TINY_KEY = "tiny-mbart"
 TINY_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # BARThez's order: ids 0..4
 

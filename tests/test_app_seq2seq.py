@@ -60,7 +60,7 @@ def test_offline_notice_and_random_weights_label(lang):
     at = start(lang)
     assert len(at.warning) == 1  # one clear line
     assert_said(shown(at, ("warning",)), "core.seq2seq.barthez_offline", lang)
-    assert "hf download moussaKam/barthez" in shown(at, ("warning",))
+    assert "python scripts/prefetch.py --only barthez" in shown(at, ("warning",))
     assert_said(shown(at, ("info",)), "seq2seq.random_weights", lang)
     assert_said(unescape(" ".join(c.value for c in at.caption)), "core.seq2seq.tiny_label", lang)
     assert not at.radio  # no choice to offer: BARThez is out of reach

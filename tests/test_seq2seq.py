@@ -148,7 +148,7 @@ def test_barthez_offline_says_how_to_fetch_it(monkeypatch):
     with pytest.raises(HubUnavailable) as err:
         S.load_barthez()
     assert err.value.code == "seq2seq.barthez_offline"
-    assert "hf download moussaKam/barthez" in fr(err.value) and fr(err.value).startswith("BARThez a besoin du hub")
+    assert "python scripts/prefetch.py --only barthez" in fr(err.value) and fr(err.value).startswith("BARThez a besoin du hub")
     assert fr(S.barthez_offline_note()) == fr(err.value)
 
 

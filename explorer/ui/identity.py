@@ -111,13 +111,24 @@ _failures: list[float] = []
 _failures_lock = threading.Lock()
 
 
+def teacher_password() -> str:
+    """The deployment's teacher password: ``LLM_EXPLORER_TEACHER_PASSWORD``, else the secret ``teacher_password``
+    ("" when neither is set: then nobody is a teacher)."""
+    if settings.teacher_password():
+        return settings.teacher_password()
+    try:
+        return str(st.secrets.get("teacher_password", "") or "").strip()
+    except Exception:  # noqa: BLE001 - no secrets file
+        return ""
+
+
 def is_teacher() -> bool:
-    return bool(st.session_state.get(TEACHER_KEY)) and bool(settings.teacher_password())
+    return bool(st.session_state.get(TEACHER_KEY)) and bool(teacher_password())
 
 
 def teacher_login(password: str) -> str:
     """Check a typed password: "ok", "wrong", "wait" (too many wrong ones on this server lately) or "off"."""
-    expected = settings.teacher_password()
+    expected = teacher_password()
     if not expected:
         return "off"
     now = time.monotonic()

@@ -19,7 +19,7 @@ from explorer.figures.history import overlay_losses
 from explorer.figures.training import compare_bars
 from explorer.jobs import get_manager
 from explorer.ui.i18n import current_lang, t
-from explorer.ui.identity import is_teacher, owner, teacher_login, teacher_logout
+from explorer.ui.identity import is_teacher, owner, teacher_login, teacher_logout, teacher_password
 from explorer.ui.messages import decimal, duration_text, percent, plain, say
 from explorer.ui.model_store import DEVICE_KEY, label_of, store
 
@@ -281,7 +281,7 @@ def _jobs_table() -> None:
 def teacher_panel() -> None:
     """Teacher mode: every job of the server with a cancel button, and every run in the history above."""
     with st.expander(t("identity.teacher"), expanded=is_teacher()):
-        if not settings.teacher_password():
+        if not teacher_password():
             st.caption(t("identity.teacher_off"))
             return
         if is_teacher():
