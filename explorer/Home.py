@@ -10,6 +10,8 @@ st.set_page_config(page_title="LLM Explorer", page_icon="🔎", layout="wide")
 
 from explorer.history import startup_quietly  # noqa: E402  (after set_page_config)
 from explorer.ui.i18n import t  # noqa: E402
+from explorer.ui.model_store import preload_default  # noqa: E402
+from explorer.ui.identity import present  # noqa: E402
 from explorer.ui.sidebar import render_sidebar  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
@@ -33,6 +35,8 @@ def build_pages() -> list:
 
 
 navigation = st.navigation(build_pages())
+preload_default()  # once per server: the default model loads (and reads its weights) in a background thread
 startup_quietly()  # once per server: half-written run folders removed, the runs folder's size cap applied
 render_sidebar()
+present()  # this browser's identity kept in a cookie; its jobs are not orphans while any page of theirs runs
 navigation.run()

@@ -40,7 +40,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -102,6 +102,7 @@ class LoadedModel:
     memory_bytes: int           # bytes of parameters + buffers (shared tensors counted once)
     note: Message | None = None  # e.g. why the embedded model replaced the one asked for
     n_params: int = 0           # parameters, tied weights counted once
+    warm_seconds: float = 0.0   # time spent reading every weight once and running one tiny forward (0: not done)
 
 
 def _source(key: str, label: Message, kind: str, family: str, offline: bool) -> ModelSource:
@@ -211,6 +212,14 @@ def _looks_like_path(key: str) -> bool:
 
 def _valid_hub_id(key: str) -> bool:
     return bool(_HUB_ID.match(key)) and "--" not in key and ".." not in key
+
+
+def canonical_key(key: str) -> str:
+    """The name a model is known by once loaded: a built-in key or hub id as given (stripped), a folder as its
+    real absolute path (``/x``, ``/x/``, ``//x/./`` and a symbolic link to it are one folder).
+
+    Raises :class:`~gpt_core.errors.InvalidInput` for what :func:`load_model` refuses as a name."""
+    return _normalize_key(key)
 
 
 def _normalize_key(key: str) -> str:
@@ -349,7 +358,10 @@ def is_available_offline(key: str) -> bool:
     if key == TINY_MODEL:
         return True
     if key in _EMBEDDED:
-        return _embedded.installed(_EMBEDDED[key][0]) or _copy_is_complete(embedded_copy_dir(key), None)
+        if _embedded.installed(_EMBEDDED[key][0]):
+            return True
+        _hub.settle(embedded_copy_dir(key))
+        return _copy_is_complete(embedded_copy_dir(key), None)
     if Path(key).is_absolute():
         try:
             _validate_local_dir(Path(key))
@@ -507,6 +519,7 @@ def _load_local(path: Path, stages: _Stages):
     from .tokenizers import load_tokenizer
 
     stages(0.05, note("registry.stage_check_folder", "Checking the folder {path}…", path=str(path)))
+    _hub.settle(path)  # a save killed mid-way is finished (or undone) before the folder is read
     meta = _validate_local_dir(path)
     source = _local_source(path, meta)
     if "gpt_core" in meta:
@@ -640,6 +653,7 @@ def _load_embedded(key: str, stages: _Stages):
     pack = _EMBEDDED[key][0]
     stages(0.02, note("registry.stage_find_embedded", "Looking for the embedded {model} model…", model=pack.display))
     copy = embedded_copy_dir(key)
+    _hub.settle(copy)  # a conversion killed mid-swap is recovered, not converted again
     gguf = _embedded.gguf_path(pack, assemble=False) if pack is _embedded.GEMMA3 else embedded_gguf_path(key)
     if _copy_is_complete(copy, gguf):
         stages(0.3, note("registry.stage_read_copy", "Reading the converted copy (safetensors)…"))
@@ -683,13 +697,51 @@ def _load_tiny(stages: _Stages):
     return model, load_tokenizer("gpt2"), _BY_KEY[TINY_MODEL]
 
 
+# ------------------------------------------------------------------- warm-up
+WARM_TOKENS = 2  # the tiny forward pass of warm_up: this many tokens (id 0)
+
+
+@torch.no_grad()  # not inference_mode: a tensor a module caches here must stay usable for training
+def warm_up(model: torch.nn.Module) -> int:
+    """Read every weight once and run one tiny forward pass; returns the bytes read.
+
+    Safetensors weights are memory-mapped: without this, the first generation
+    reads them from disk page by page, and pays the first-call costs of the
+    kernels, seconds that a visitor's first click would wait. Best effort: a
+    model whose tiny forward fails here is left for the page to say why.
+    """
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for tensor in (*model.parameters(), *model.buffers()):
+        ident = (tensor.data_ptr(), tensor.numel())
+        if ident in seen or tensor.numel() == 0 or tensor.device.type == "meta":
+            continue
+        seen.add(ident)
+        try:
+            tensor.detach().reshape(-1).sum()  # touches every page of the tensor
+        except (RuntimeError, TypeError):  # a dtype with no sum (quantised...): left to be read when used
+            continue
+        total += tensor.numel() * tensor.element_size()
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return total  # a seq2seq model needs decoder inputs: its weights are read, that is the slow part
+    try:
+        from .backend import backend_of
+
+        backend_of(model).next_token_logits([0] * WARM_TOKENS)
+    except Exception:  # noqa: BLE001 - the page that uses the model reports a real problem, in its words
+        pass
+    return total
+
+
 # ---------------------------------------------------------------------- API
 def load_model(key: str, device: str = "cpu", progress: Progress | None = None) -> LoadedModel:
     """Load one model source; raises only :class:`~gpt_core.errors.GPTCoreError` subclasses.
 
     ``progress(fraction, message)`` is called at a few stages (``message`` is a
     :class:`~gpt_core.errors.Message`: say it with the app's locale). Safe to call
-    from several threads: loads of the same key are serialised.
+    from several threads: loads of the same key are serialised. Every weight is
+    read once and one tiny forward pass runs (:func:`warm_up`) before it returns,
+    so the first generation does not wait for the disk; ``load_seconds`` includes it.
     """
     key = _normalize_key(key)
     stages = _Stages(progress)
@@ -706,8 +758,13 @@ def load_model(key: str, device: str = "cpu", progress: Progress | None = None) 
                 model, tokenizer, source = _load_local(Path(key), stages)
             else:
                 model, tokenizer, source = _load_hub(key, stages)
-            stages(0.95, note("registry.stage_to_device", "Moving the model to {device}…", device=str(device)))
+            stages(0.9, note("registry.stage_to_device", "Moving the model to {device}…", device=str(device)))
             model = _to_device(model, device).eval()
+            stages(0.95, note("registry.stage_warm_up", "Reading every weight once (the first click is then "
+                              "fast)…"))
+            warm_start = time.perf_counter()
+            warm_up(model)
+            warm = time.perf_counter() - warm_start
         except GPTCoreError:
             raise
         except Exception as exc:
@@ -716,27 +773,34 @@ def load_model(key: str, device: str = "cpu", progress: Progress | None = None) 
         memory, n_params = _memory_and_params(model)
         elapsed = time.perf_counter() - start
         stages(1.0, note("registry.stage_ready", "Model ready."))
-        return LoadedModel(model, tokenizer, source, elapsed, memory, None, n_params)
+        return LoadedModel(model, tokenizer, source, elapsed, memory, None, n_params, warm)
 
 
 def load_with_fallback(key: str, device: str = "cpu", progress: Progress | None = None,
-                       fallback: str = DEFAULT_MODEL) -> LoadedModel:
+                       fallback: str = DEFAULT_MODEL,
+                       load: Callable[[str, str, Progress | None], LoadedModel] | None = None) -> LoadedModel:
     """Like :func:`load_model`, but a hub failure falls back to an embedded model (``fallback``).
 
     The returned ``note`` (a :class:`~gpt_core.errors.Message`) then says, in
     one sentence, why. Invalid input (a bad path, an unknown id) is still
     raised: silently swapping models there would hide a mistake.
+
+    ``load(key, device, progress)`` (default :func:`load_model`) loads both the
+    model asked for and the fallback: a cache passes its own, so that every key
+    that falls back shares one copy of the fallback. The fallback's
+    :class:`LoadedModel` is never modified: a copy of it (same model and
+    tokenizer objects) carries the note.
     """
+    load = load or load_model
     if fallback not in _EMBEDDED:
         fallback = DEFAULT_MODEL
     try:
-        return load_model(key, device, progress)
+        return load(key, device, progress)
     except HubUnavailable:
         if isinstance(key, str) and key.strip() == fallback:
             raise
-        loaded = load_model(fallback, device, progress)
-        loaded.note = _fallback_note(key.strip(), _EMBEDDED[fallback][0].display)
-        return loaded
+        loaded = load(fallback, device, progress)
+        return replace(loaded, note=_fallback_note(key.strip(), _EMBEDDED[fallback][0].display))
 
 
 def _fallback_note(key: str, model: str) -> Message:

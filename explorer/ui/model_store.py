@@ -3,80 +3,267 @@
 Models are cached in a ``st.cache_resource`` store, so every session shares
 them and nobody ever trains them in place (training pages copy first).
 Fine-tuned models are registered here so every page can offer them.
+
+**One copy of each model.** The store keys what is actually loaded: a folder
+by its real path (``/x``, ``/x/`` and ``//x/./`` are one model), a hub model
+that cannot be reached by the embedded model that replaces it (``gpt2``,
+``distilgpt2``... offline all share one copy of it, each with its own note).
+
+**A memory budget.** The loaded models' parameters and buffers, plus the models
+fine-tuned here, stay under :func:`explorer.settings.models_max_bytes`: the
+least recently used loaded model is dropped first; the one just loaded is
+always kept, even alone over the budget.
+
+**Class mode.** When :func:`explorer.settings.allowed_models` names models,
+only those are offered and loaded (the first one named is the default); the
+local-folder box is not offered.
 """
 from __future__ import annotations
 
+import gc
+import os
 import threading
 from pathlib import Path
 from collections import OrderedDict
 
 import streamlit as st
 
-from gpt_core.errors import GPTCoreError
+from explorer import settings
+from gpt_core.errors import GPTCoreError, InvalidInput
 from gpt_core import registry
 from gpt_core.hub import hub_reachable
-from gpt_core.registry import LoadedModel, is_available_offline, list_sources, load_with_fallback
+from gpt_core.registry import LoadedModel, canonical_key, is_available_offline, list_sources, load_with_fallback
 
-from explorer.ui.i18n import current_lang, t
+from explorer.ui.i18n import DEFAULT_LANG, current_lang, t
+from explorer.ui.identity import owner
 from explorer.ui.messages import number, plain, say
 from explorer.ui.state import guard_url
 
+MAX_CUSTOM = 6  # fine-tuned models held for the sidebars of the whole server (the oldest goes first)
 MODEL_KEY = "app.model"
 DEVICE_KEY = "app.device"
 LOCAL_KEY = "app.local_dir"
 LOCAL_FAILED_KEY = "app.local_refused"  # (folder, why) of the last folder the local box could not load
-MAX_LOADED = 3
 OFFLINE_TTL_S = 300  # how long "which models load without the network" is trusted
+# loadable in class mode whatever the list: the Fine-tune page's random-weight starting point (a few MB)
+ALWAYS_ALLOWED = frozenset({registry.TINY_MODEL})
+
+Entry = tuple[str, str]  # (canonical key, device)
+
+
+def class_models() -> list[str] | None:
+    """Class mode: the allowed model keys, in the order the deployment lists them (None: every model)."""
+    allowed = settings.allowed_models()
+    if allowed is None:
+        return None
+    listed = [k.strip() for k in os.environ.get("LLM_EXPLORER_MODELS", "").split(",")]
+    in_order = [k for k in dict.fromkeys(listed) if k in allowed]
+    return in_order + sorted(allowed - set(in_order))
+
+
+def _canonical(key) -> str | None:
+    try:
+        return canonical_key(key)
+    except InvalidInput:
+        return None
+
+
+def is_allowed(key: str) -> bool:
+    """May ``key`` be loaded? Always outside class mode; in class mode, a listed model (any spelling of it)."""
+    allowed = settings.allowed_models()
+    if allowed is None or key in allowed or key in ALWAYS_ALLOWED:
+        return True
+    wanted = _canonical(key)
+    return wanted is not None and any(wanted == _canonical(k) for k in allowed)
+
+
+def not_allowed(key: str) -> InvalidInput:
+    """The refusal of a model outside the class's list: one sentence, with the models that are allowed."""
+    return InvalidInput("model_limits.not_allowed", "This server is in class mode: the model '{key}' is not one "
+                        "of the models chosen for the class ({allowed}).", key=str(key)[:100],
+                        allowed=", ".join(class_models() or ()))
 
 
 def default_model(lang: str) -> str:
-    """The model a page starts with in the UI language ``lang`` (one that speaks it)."""
-    return registry.default_model(lang)
+    """The model a page starts with in the UI language ``lang`` (one that speaks it); in class mode, the
+    first model of the class's list."""
+    listed = class_models()
+    return listed[0] if listed else registry.default_model(lang)
+
+
+def _bytes(lm) -> int:
+    return int(getattr(lm, "memory_bytes", 0) or 0)
+
+
+def give_back_memory() -> None:
+    """Free what a load or a dropped model left behind: reference cycles (Transformers models hold some), then
+    the C heap's free pages (glibc keeps them otherwise: 0.27 GB after loading Gemma, measured)."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps its own pages
+        pass
 
 
 class ModelStore:
-    """Thread-safe LRU of loaded models, plus models fine-tuned in this server."""
+    """Thread-safe cache of loaded models under a memory budget, plus the models fine-tuned in this server.
+
+    ``_loaded`` holds one :class:`LoadedModel` per model actually loaded (its canonical key and device), in
+    least-recently-used order. ``_aliases`` remembers the keys that fell back to another model (a hub model
+    out of reach): each maps to the entry it shares and to its own view of it (same model, its own note).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
-        self._loaded: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._key_locks: dict[Entry, threading.Lock] = {}
+        self._loaded: OrderedDict[Entry, LoadedModel] = OrderedDict()
+        self._aliases: dict[Entry, tuple[Entry, LoadedModel]] = {}
         self.custom: dict[str, LoadedModel] = {}
+        self.custom_owner: dict[str, str | None] = {}  # who trained or reloaded each (None: offered to all)
+
+    # ------------------------------------------------------------ lookup
+    def _hit(self, entry: Entry) -> LoadedModel | None:
+        """The model at ``entry`` (an alias's view, or the entry itself), marked as just used. Under the lock."""
+        alias = self._aliases.get(entry)
+        if alias is not None and alias[0] in self._loaded:
+            self._loaded.move_to_end(alias[0])
+            return alias[1]
+        lm = self._loaded.get(entry)
+        if lm is not None:
+            self._loaded.move_to_end(entry)
+        return lm
+
+    def mine(self, owner: str | None) -> list[str]:
+        """The fine-tuned models ``owner``'s browser may use: its own and those offered to all."""
+        return [name for name in list(self.custom) if self.custom_owner.get(name) in (None, owner)]
 
     def peek(self, key: str, device: str) -> LoadedModel | None:
+        """The model ``key`` already loaded on ``device`` (any spelling of its folder), else None."""
         if key in self.custom:
             return self.custom[key]
+        if not is_allowed(key):
+            return None
+        canon = _canonical(key)
         with self._lock:
-            lm = self._loaded.get((key, device))
-            if lm is not None:
-                self._loaded.move_to_end((key, device))
-            return lm
+            found = self._hit((key, device))
+            if found is None and canon is not None and canon != key:
+                found = self._hit((canon, device))
+            return found
 
     def load(self, key: str, device: str, progress=None) -> LoadedModel:
+        """The model ``key`` on ``device``, loaded once for all sessions (a hub model out of reach: the embedded
+        model, with a note). In class mode a model outside the list is refused (:func:`not_allowed`)."""
         found = self.peek(key, device)
         if found is not None:
             return found
-        with self._lock:
-            key_lock = self._key_locks.setdefault((key, device), threading.Lock())
-        with key_lock:
-            found = self.peek(key, device)
-            if found is not None:
-                return found
-            lm = load_with_fallback(key, device=device, progress=progress)
+        if not is_allowed(key):
+            raise not_allowed(key)
+        canon = canonical_key(key)
+        lm = load_with_fallback(canon, device=device, progress=progress, load=self._load_exact)
+        if lm.note is not None:  # another model replaced it: later asks share that one, with this note
             with self._lock:
-                self._loaded[(key, device)] = lm
-                while len(self._loaded) > MAX_LOADED:
-                    self._loaded.popitem(last=False)
-            return lm
+                target = (canonical_key(lm.source.key), device)
+                if target in self._loaded:
+                    self._aliases[(canon, device)] = (target, lm)
+        return lm
 
-    def register(self, name: str, lm: LoadedModel) -> None:
-        """Offer a fine-tuned model to every page (kept until the server stops)."""
+    def _load_exact(self, key: str, device: str, progress=None) -> LoadedModel:
+        """Load exactly ``key`` (no fallback), or give the copy already loaded; then apply the budget."""
+        entry = (canonical_key(key), device)
+        with self._lock:
+            key_lock = self._key_locks.setdefault(entry, threading.Lock())
+        with key_lock:  # two sessions asking for the same model: one loads it, the other waits and shares it
+            with self._lock:
+                found = self._loaded.get(entry)
+                if found is not None:
+                    self._loaded.move_to_end(entry)
+                    return found
+            try:
+                lm = registry.load_model(entry[0], device=device, progress=progress)
+            except BaseException:
+                with self._lock:  # a refused folder or an unreachable hub model leaves no lock behind
+                    self._key_locks.pop(entry, None)
+                raise
+            with self._lock:
+                self._loaded[entry] = lm
+                self._evict(keep=entry)
+        give_back_memory()  # the load's scratch and any model dropped for it
+        return lm
+
+    # ------------------------------------------------------------ budget
+    def _used(self) -> int:
+        """Bytes of the loaded models and of the fine-tuned ones (a model held twice is counted once)."""
+        models = {id(lm.model): _bytes(lm) for lm in self._loaded.values()}
+        for lm in list(self.custom.values()):
+            models.setdefault(id(getattr(lm, "model", lm)), _bytes(lm))
+        return sum(models.values())
+
+    def _evict(self, keep: Entry | None) -> int:
+        """Drop the least recently used models until the budget holds (never ``keep``). Under the lock."""
+        budget, dropped = settings.models_max_bytes(), 0
+        while self._used() > budget:
+            victim = next((e for e in self._loaded if e != keep), None)
+            if victim is None:
+                break
+            del self._loaded[victim]
+            self._key_locks.pop(victim, None)
+            for alias in [a for a, (target, _) in self._aliases.items() if target == victim]:
+                del self._aliases[alias]
+            dropped += 1
+        return dropped
+
+    def loaded(self) -> list[Entry]:
+        """The entries held, least recently used first."""
+        with self._lock:
+            return list(self._loaded)
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used()
+
+    def register(self, name: str, lm: LoadedModel, owner: str | None = None) -> None:
+        """Offer a fine-tuned model to every page of ``owner``'s browser (all browsers' when None). It counts in the
+        budget, so loaded models may be dropped to make room; beyond MAX_CUSTOM the oldest fine-tuned one goes."""
+        self.custom.pop(name, None)
         self.custom[name] = lm
+        self.custom_owner[name] = owner
+        while len(self.custom) > MAX_CUSTOM:
+            oldest = next(iter(self.custom))
+            self.custom.pop(oldest)
+            self.custom_owner.pop(oldest, None)
+        with self._lock:
+            dropped = self._evict(keep=None)
+        if dropped:
+            give_back_memory()
 
 
 @st.cache_resource(show_spinner=False)
 def store() -> ModelStore:
     return ModelStore()
+
+
+@st.cache_resource(show_spinner=False)
+def preload(key: str, device: str = "cpu") -> threading.Thread:
+    """Once per server process (and per model): load ``key`` in a background thread, so that the first visitor
+    finds it loaded and warmed up. A failure is left for the sidebar to say when a page asks for the model."""
+    models = store()  # taken here, in the script's thread: the worker never touches Streamlit
+
+    def run() -> None:
+        try:
+            models.load(key, device)
+        except Exception:  # noqa: BLE001 - said by the sidebar, in the visitor's language, when asked for
+            pass
+
+    worker = threading.Thread(target=run, name=f"preload {key}", daemon=True)
+    worker.start()
+    return worker
+
+
+def preload_default() -> threading.Thread:
+    """Start loading the model the app opens with (in class mode, the first of the list)."""
+    return preload(default_model(DEFAULT_LANG), "cpu")
 
 
 def available_devices() -> list[str]:
@@ -113,19 +300,30 @@ def _unavailable(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def unavailable_models() -> dict[str, str]:
-    """key -> short name of the built-in models that need the hub while it cannot be reached."""
-    hub = {s.key: s for s in list_sources() if s.kind == "hub" and s.family != "hf-seq2seq"}
+    """key -> short name of the built-in models that need the hub while it cannot be reached (in class mode,
+    among the class's models only)."""
+    listed = class_models()
+    hub = {s.key: s for s in list_sources() if s.kind == "hub" and s.family != "hf-seq2seq"
+           and (listed is None or s.key in listed)}
     return {k: label_of(hub[k]).split(" — ")[0] for k in _unavailable(tuple(hub))}
 
 
 def model_choices() -> dict[str, str]:
     """key -> label of the models that can load now: embedded first, then hub sources, fine-tuned models, tests.
 
-    Hub models out of reach offline are left out (:func:`unavailable_models` names them)."""
+    Hub models out of reach offline are left out (:func:`unavailable_models` names them). In class mode only the
+    class's models, in its order (all of them when none can load now: each then says why it fell back)."""
     # seq2seq models (BARThez) are for the tokenizer lab; the model pages need a causal LM
     missing = unavailable_models()
-    choices = {s.key: label_of(s) for s in list_sources() if s.family != "hf-seq2seq" and s.key not in missing}
-    for name in store().custom:
+    sources = {s.key: s for s in list_sources()}
+    listed = class_models()
+    if listed is None:
+        choices = {k: label_of(s) for k, s in sources.items() if s.family != "hf-seq2seq" and k not in missing}
+    else:
+        causal = [k for k in listed if k not in sources or sources[k].family != "hf-seq2seq"]
+        offered = [k for k in causal if k not in missing] or causal
+        choices = {k: label_of(sources[k]) if k in sources else k for k in offered}
+    for name in store().mine(owner()):
         choices[name] = t("sidebar.finetuned", name=name)
     return choices
 
@@ -151,12 +349,18 @@ def _wanted_key() -> str:
     """The model the session asks for; a hub model out of reach is replaced by the default, with a notice."""
     fallback = default_model(current_lang())
     key = st.session_state.get(MODEL_KEY) or fallback
+    if key in store().custom and key not in store().mine(owner()):  # another browser's model: never by its name
+        st.session_state[MODEL_KEY] = fallback
+        return fallback
+    if class_models() is not None and (key == "local" or not (key in store().custom or is_allowed(key))):
+        st.session_state[MODEL_KEY] = fallback  # class mode: no local folder, nothing outside the list
+        return fallback
     if key == "local":
         folder = local_folder(st.session_state.get(LOCAL_KEY))
         refused = st.session_state.get(LOCAL_FAILED_KEY)
         return fallback if not folder or (refused and refused[0] == folder) else folder
     missing = unavailable_models()
-    if key in missing:
+    if key in missing and key != fallback:
         st.warning(t("sidebar.unavailable_used_default", name=plain(missing[key])), icon=":material/warning:")
         st.session_state[MODEL_KEY] = fallback
         return fallback
@@ -180,7 +384,7 @@ def current_model() -> LoadedModel:
     found = store().peek(key, device)
     if found is not None:
         return found
-    bar = st.progress(0.0, text=t("sidebar.loading", name=key))
+    bar = st.progress(0.0, text=t("sidebar.loading", name=plain(key)))
 
     def progress(fraction: float, message) -> None:  # message: a gpt_core Message
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=plain(say(message)))

@@ -10,8 +10,9 @@ import streamlit as st
 
 from explorer.ui.i18n import DEFAULT_LANG, LANG_KEY, LANGS, t
 from explorer.ui.messages import decimal, plain, say
-from explorer.ui.model_store import (DEVICE_KEY, LOCAL_KEY, MODEL_KEY, available_devices, current_model,
-                                     default_model, label_of, local_refusal, model_choices, unavailable_models)
+from explorer.ui.model_store import (DEVICE_KEY, LOCAL_KEY, MODEL_KEY, available_devices, class_models,
+                                     current_model, default_model, label_of, local_refusal, model_choices,
+                                     unavailable_models)
 from explorer.ui.state import from_link, guard_url, persisted, set_value
 from explorer.views.lessons import lesson_banner
 
@@ -36,9 +37,13 @@ def _language(bar) -> str:
 
 
 def _model_picker(bar, lang: str) -> str:
-    """Models that can load now; the hub-only ones out of reach are named in a caption, never offered."""
+    """Models that can load now; the hub-only ones out of reach are named in a caption, never offered.
+
+    In class mode, only the class's models: no local folder, and a link to another model opens the first one."""
     choices = model_choices()
-    choices["local"] = t("sidebar.local_option")
+    class_mode = class_models() is not None
+    if not class_mode:
+        choices["local"] = t("sidebar.local_option")
     model = persisted(bar.selectbox, t("sidebar.model"), MODEL_KEY, default_model(lang), options=list(choices),
                       format_func=lambda k: choices.get(k, k), on_change=_choose)
     if from_link(MODEL_KEY):
@@ -46,6 +51,8 @@ def _model_picker(bar, lang: str) -> str:
     missing = unavailable_models()
     if missing:
         bar.caption(t("sidebar.unavailable", names=plain(", ".join(missing.values()))))
+    if class_mode:
+        bar.caption(t("model_limits.class_mode"))
     return model
 
 

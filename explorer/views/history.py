@@ -144,7 +144,7 @@ def _load(rec: H.RunRecord) -> None:
     """Read the checkpoint and offer the model in every page's sidebar."""
     name = rec.name or rec.run_id
     models = store()
-    if name in models.custom:
+    if name in models.mine(owner()):
         st.info(t("history.already", name=plain(name)))
         return
     try:
@@ -156,7 +156,7 @@ def _load(rec: H.RunRecord) -> None:
     except Exception as exc:  # a damaged file: say its kind, never a traceback
         st.error(t("history.load_failed", reason=t("common.unexpected", kind=type(exc).__name__)))
         return
-    models.register(name, lm)
+    models.register(name, lm, owner())
     st.session_state[FLASH_KEY] = ("success", t("history.loaded", name=plain(name)))
     st.rerun()  # the sidebar (drawn above) lists it from the next run on
 
