@@ -8,7 +8,9 @@ import streamlit as st
 
 st.set_page_config(page_title="LLM Explorer", page_icon="🔎", layout="wide")
 
-from explorer.history import startup_quietly  # noqa: E402  (after set_page_config)
+from explorer import settings  # noqa: E402  (after set_page_config)
+from explorer.history import startup_quietly  # noqa: E402
+from gpt_core.timing import use_page_threads  # noqa: E402
 from explorer.ui.i18n import t  # noqa: E402
 from explorer.ui.model_store import preload_default  # noqa: E402
 from explorer.ui.identity import present  # noqa: E402
@@ -34,6 +36,7 @@ def build_pages() -> list:
     ]
 
 
+use_page_threads(settings.page_threads())  # each script run is a new thread: few threads share the cores best
 navigation = st.navigation(build_pages())
 preload_default()  # once per server: the default model loads (and reads its weights) in a background thread
 startup_quietly()  # once per server: half-written run folders removed, the runs folder's size cap applied

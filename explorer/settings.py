@@ -22,6 +22,8 @@ variable                       meaning                                     defau
                                be loaded (comma-separated)
 ``LLM_EXPLORER_MODELS_MAX_GB`` memory budget of the loaded models; the    ``1.5``
                                least recently used are dropped first
+``LLM_EXPLORER_PAGE_THREADS`` CPU threads of one page's script run      a quarter of the
+                                                                          cores (at least 1)
 ``LLM_EXPLORER_OLLAMA_URL``    the Ollama server the answer judge calls    ``http://127.0.0.1:11434``
 ``LLM_EXPLORER_OLLAMA_MODEL``  the judge model served by Ollama            ``llama3``
 =============================  ==========================================  =====================
@@ -110,3 +112,8 @@ def allowed_models() -> frozenset[str] | None:
 def models_max_bytes() -> int:
     """The memory budget of the loaded models, in bytes of weights."""
     return int(_number("LLM_EXPLORER_MODELS_MAX_GB", 1.5) * 1e9)
+
+
+def page_threads() -> int:
+    """Threads a page's script run computes on: few, so that many students' runs share the cores well."""
+    return int(_number("LLM_EXPLORER_PAGE_THREADS", max(1, (os.cpu_count() or 2) // 4)))
