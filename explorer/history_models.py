@@ -8,8 +8,10 @@ register, so every page's sidebar offers it: our GPT checkpoints load with
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
+import weakref
 from pathlib import Path
 
 from gpt_core.errors import InvalidInput, note
@@ -22,6 +24,18 @@ SAVED_TOKENIZER = "tokenizer"   # a tokenizer trained here, saved inside the che
 MODEL_TOKENIZERS = {"smollm2-embedded": "smollm2", "gemma3-embedded": "gemma3", "tiny-random": "gpt2",
                     "gpt2": "gpt2", "distilgpt2": "gpt2", "gpt2-medium": "gpt2"}
 LANGUAGE_BPES = {"bpe-fr": "fr", "bpe-en": "en"}   # trained once per process on the built-in corpora (same ids)
+CLASSIFIER_FILE = "classifier.json"   # gpt_core.train.save_trained's note beside a classifier's weights
+_ORIGINS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> run_id of its checkpoint
+
+
+def checkpoint_origin(model) -> str | None:
+    """The run whose checkpoint ``model`` was loaded from by :func:`load_checkpoint_model` (None: another model).
+
+    A worker process (:mod:`explorer.worker`) loads the same model again from that checkpoint."""
+    try:
+        return _ORIGINS.get(model)
+    except TypeError:  # not weak-referenceable: not one of ours
+        return None
 
 
 def _saved_tokenizer(folder: Path | None) -> Path | None:
@@ -82,21 +96,25 @@ def _gpt_core_checkpoint(folder: Path) -> bool:
     return config.is_file() and "gpt_core" in json.loads(config.read_text(encoding="utf-8"))
 
 
-def _base_model(rec: RunRecord, device: str):
-    """A fresh copy of the model a LoRA run started from (its adapter is merged into it)."""
+def _base_model(rec: RunRecord, device: str, base=None):
+    """A fresh copy of the model a LoRA run started from (its adapter is merged into it): a copy of ``base``
+    when the caller holds that model already, else loaded again."""
     from gpt_core.registry import load_model
 
+    if base is not None:
+        return copy.deepcopy(base)
     if not rec.base_model:
         raise InvalidInput("history.no_base", "The run '{name}' kept only its LoRA adapter and does not say which "
                            "model it was trained from.", name=rec.name or rec.run_id)
     return load_model(rec.base_model, device=device).model
 
 
-def load_checkpoint_model(rec: RunRecord, device: str = "cpu", store: RunStore | None = None):
+def load_checkpoint_model(rec: RunRecord, device: str = "cpu", store: RunStore | None = None, base=None):
     """The run's language model as a :class:`gpt_core.registry.LoadedModel` (to register in the model store).
 
-    Refused with a code: a classifier (history.not_a_language_model), a deleted checkpoint
-    (history.checkpoint_gone), weights transformers cannot read (history.unloadable)."""
+    ``base``: the model the run started from, when the caller holds it (a LoRA adapter is merged into a copy
+    of it rather than into a fresh load). Refused with a code: a classifier (history.not_a_language_model),
+    a deleted checkpoint (history.checkpoint_gone), weights transformers cannot read (history.unloadable)."""
     from gpt_core.registry import LoadedModel, ModelSource
     from gpt_core.backend import own_gpt
     from gpt_core.train import ADAPTER_FILE, load_lora_adapter, load_trained
@@ -107,7 +125,7 @@ def load_checkpoint_model(rec: RunRecord, device: str = "cpu", store: RunStore |
     start = time.perf_counter()
     folder = _folder(store or RunStore(), rec)
     if (folder / ADAPTER_FILE).is_file():  # a LoRA run kept its adapter only: merged into a fresh base
-        model = load_lora_adapter(_base_model(rec, device), folder)
+        model = load_lora_adapter(_base_model(rec, device, base), folder)
         gpt = own_gpt(model) is not None
     else:
         gpt = _gpt_core_checkpoint(folder)
@@ -117,13 +135,15 @@ def load_checkpoint_model(rec: RunRecord, device: str = "cpu", store: RunStore |
                  name=rec.name or rec.run_id)
     source = ModelSource(rec.name or rec.run_id, str(label), "local", "gpt" if gpt else "hf-causal", True, label)
     params = list({id(p): p for p in model.parameters()}.values())
+    _ORIGINS[model] = rec.run_id
     return LoadedModel(model, tokenizer, source, time.perf_counter() - start,
                        sum(p.numel() * p.element_size() for p in params), None, sum(p.numel() for p in params))
 
 
 def load_classifier(rec: RunRecord, device: str = "cpu", store: RunStore | None = None, body=None):
     """A classification run's model: a probe on its base model (``body``, else a fresh load of the base),
-    or our GPT with its head (gpt_core.train.load_trained)."""
+    our GPT with its head (gpt_core.train.load_trained), or a Hugging Face model with its head on a copy
+    of ``body`` (the model it was trained from)."""
     from gpt_core.probe import is_probe_checkpoint, load_probe
     from gpt_core.train import load_trained
 
@@ -131,6 +151,27 @@ def load_classifier(rec: RunRecord, device: str = "cpu", store: RunStore | None 
     if is_probe_checkpoint(folder):
         return load_probe(folder, body if body is not None else _base_model(rec, device))
     if not _gpt_core_checkpoint(folder):
+        if body is not None and (folder / CLASSIFIER_FILE).is_file():
+            return _hf_classifier(rec, folder, body, device)
         raise InvalidInput("history.classifier_unloadable", "The classifier of the run '{name}' can only be "
                            "reloaded with its training code.", name=rec.name or rec.run_id)
     return load_trained(folder, map_location=device)
+
+
+def _hf_classifier(rec: RunRecord, folder: Path, body, device: str):
+    """A Hugging Face classifier saved by save_trained: its head put on a copy of ``body``, then its weights."""
+    from safetensors.torch import load_file
+
+    from gpt_core.train import prepare_classifier
+
+    info = json.loads((folder / CLASSIFIER_FILE).read_text(encoding="utf-8"))
+    model = prepare_classifier(body, int(info["n_classes"]), labels=info.get("labels"))
+    state = {}
+    for part in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(part), device=str(device)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    params = {name for name, _ in model.named_parameters()}
+    if unexpected or any(name in params for name in missing):
+        raise InvalidInput("history.classifier_unloadable", "The classifier of the run '{name}' can only be "
+                           "reloaded with its training code.", name=rec.name or rec.run_id)
+    return model.eval()

@@ -1,11 +1,13 @@
-"""Background jobs (training runs) for the app, in plain threads.
+"""Background jobs (training runs) for the app: a queue and one relay thread.
 
 Streamlit reruns the page script on every click, which would kill a training
-loop running inside it. So a job runs in a worker thread that never touches
-``st``: it consumes the job's event generator and records each event into a
-:class:`JobSnapshot`. A ``@st.fragment(run_every=...)`` on the page calls
-:meth:`JobManager.snapshot` (a copy, safe to read) to draw progress and the
-live loss, and a page reload re-attaches with :meth:`JobManager.latest_job`.
+loop running inside it. So a job's event generator is consumed by a thread that
+never touches ``st`` and records each event into a :class:`JobSnapshot`. For a
+training run that generator is a relay (:mod:`explorer.worker`): the work itself
+happens in a separate process, so it never holds the server's interpreter. A
+``@st.fragment(run_every=...)`` on the page calls :meth:`JobManager.snapshot`
+(a copy, safe to read) to draw progress and the live loss, and a page reload
+re-attaches with :meth:`JobManager.latest_job`.
 
 Cancelling sets the job's ``threading.Event``; a job that checks it ends
 with its own "cancelled" event, and one that does not is closed by the worker

@@ -1,6 +1,8 @@
 """A training plan run as a job: measure, train, measure again, save, remember.
 
-:func:`submit` queues :func:`job_fn` on :mod:`explorer.jobs`. In a worker thread the job
+:func:`submit` queues the job on :mod:`explorer.jobs`: :func:`job_fn` runs in a worker process
+(:mod:`explorer.worker`, which relays its events and then loads what it saved), or in the manager's
+thread for a base model that exists only in this server's memory. The job
 prepares what it trains (a copy of the model; for a probe, the frozen model's features of
 every text), measures it, trains it, measures it again, saves it, offers a language model
 to the sidebar, and records the run in the history (:mod:`explorer.history`), failed and
@@ -144,13 +146,15 @@ def remember(run: TrainedRun, store=None) -> None:
                 getattr(store, "custom", {}).pop(old.name, None)
 
 
-def _register(plan: RunPlan, model: nn.Module, store) -> str | None:
-    """Offer a trained language model to every page's sidebar (classifiers are not language models)."""
+def _register(plan: RunPlan, model: nn.Module, store, stamp: str | None = None) -> str | None:
+    """Offer a trained language model to every page's sidebar (classifiers are not language models).
+
+    Its name is the plan's and ``stamp`` (the time the run ended; now, when not given)."""
     if store is None or plan.task == "classify":
         return None
     from gpt_core.registry import LoadedModel, ModelSource
 
-    stamp = time.strftime("%H:%M:%S")
+    stamp = stamp or time.strftime("%H:%M:%S")
     name = f"{plan.names.name} {stamp}"
     params = list({id(p): p for p in model.parameters()}.values())
     source = ModelSource(name, f"{plan.names.label} ({stamp})", "local",
@@ -317,6 +321,32 @@ def job_fn(plan: RunPlan, store=None) -> Callable[[threading.Event], Any]:
     return run
 
 
+def adopt(plan: RunPlan, store) -> str | None:
+    """After a run in a worker process (:mod:`explorer.worker`), what :func:`_save` does in the thread: the
+    language model in the sidebar (under the history's name) and the run kept for the custom-prompt comparison
+    (before: the shared base, or the untrained model rebuilt from its seed), loaded from the checkpoint.
+    Returns the registered name."""
+    from explorer import history_models as HM
+
+    runs = H.RunStore()
+    rec = runs.get(plan.run_id)
+    if rec is None:  # the process recorded it before its "done": a database that cannot be written
+        raise KeyError(plan.run_id)
+    device = str(plan.params.get("device") or "cpu")
+    name, before = None, None
+    if plan.task == "classify":
+        after = HM.load_classifier(rec, device, runs, body=plan.base)
+    else:
+        after = HM.load_checkpoint_model(rec, device, runs, base=plan.base).model
+        stamp = rec.name[len(plan.names.name):].strip() if rec.name.startswith(plan.names.name) else None
+        name = _register(plan, after, store, stamp)  # the history's name: "<name> <time the run ended>"
+        before = plan.make_model().eval() if plan.kind == "pretrain" else plan.base
+    folder = runs.checkpoint_path(rec)
+    remember(TrainedRun(plan.run_id, plan.task, plan.tokenizer, before, after, plan.labels, plan.max_length,
+                        plan.style, name, str(folder) if folder else None), store)
+    return name
+
+
 def too_long(estimate: dict) -> InvalidInput | None:
     """The refusal of a run estimated longer than this server accepts (None when it may run)."""
     seconds, limit = estimate.get("seconds_estimate") or 0, settings.job_max_seconds()
@@ -343,11 +373,16 @@ def admit(plan: RunPlan, owner: str | None) -> None:
 
 
 def submit(plan: RunPlan, store=None, owner: str | None = None) -> str:
-    """Queue the plan's job on the server's manager; returns the job id."""
+    """Queue the plan's job on the server's manager; returns the job id.
+
+    The job runs in a worker process (:mod:`explorer.worker`) when the plan can be built again there (it has
+    a recipe); otherwise (a base model that lives only in this server's memory) in the manager's thread."""
+    from explorer import worker
+
     plan.owner = owner if owner is not None else plan.owner
     admit(plan, owner)
     params = {**plan.params, "run_id": plan.run_id, "estimate_s": plan.estimate.get("seconds_estimate")}
-    return get_manager().submit(plan.kind, job_fn(plan, store), params, owner=plan.owner)
+    return get_manager().submit(plan.kind, worker.job_for(plan, store), params, owner=plan.owner)
 
 
 def compare_prompt(run: TrainedRun, text: str) -> dict:

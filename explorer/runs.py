@@ -137,6 +137,16 @@ def pretrain_tokenizer(choice: str, source: str, text: str) -> tuple[Any, str]:
 
 # ======================================================================== plans
 @dataclass
+class Recipe:
+    """How to build the same plan again in a worker process (:mod:`explorer.worker`): the plan function's own
+    arguments, all picklable; the model and the tokenizer travel as references, never as weights."""
+    kind: str                       # "pretrain" | "finetune": which plan function
+    args: dict                      # its keyword arguments, model and tokenizer aside
+    model: dict | None = None       # fine-tuning: {"key": registry key or folder} or {"run_id": checkpoint's run}
+    tokenizer: dict | None = None   # pretraining: {"name"}, {"bpe": lang} or {"json", "name", "label"}
+
+
+@dataclass
 class RunPlan:
     """Everything a training job needs, validated in the script thread."""
     kind: str                                   # "pretrain" | "finetune" (the job manager's kind)
@@ -163,6 +173,7 @@ class RunPlan:
     style: str = "alpaca"
     sample_fn: Callable[[nn.Module], str] | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    recipe: Recipe | None = None                # None: the job can only run in this process
 
 
 def _evaluations(cfg: TrainConfig) -> int:
@@ -208,8 +219,12 @@ def _with_time(estimate: dict, model: nn.Module, work: Work, prompt_tokens: int,
 
 def plan_pretrain(tokenizer, text: str, arch: dict, hyper: Hyper, device: str, prompt: str,
                   names: RunNames | None = None, source: str = "", val_fraction: float = 0.1,
-                  tokenizer_name: str = "") -> RunPlan:
-    """A from-scratch GPT on ``text``: windows of ``context`` tokens, stride = context."""
+                  tokenizer_name: str = "", estimate: dict | None = None) -> RunPlan:
+    """A from-scratch GPT on ``text``: windows of ``context`` tokens, stride = context.
+
+    ``estimate``: the cost already estimated (a worker building the page's plan again measures nothing)."""
+    args = {"text": text, "arch": dict(arch), "hyper": hyper, "device": device, "prompt": prompt, "names": names,
+            "source": source, "val_fraction": val_fraction, "tokenizer_name": tokenizer_name}
     cfg_model = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=arch["context"], d_model=arch["d_model"],
                           n_heads=arch["n_heads"], n_layers=arch["n_layers"])
     ctx = cfg_model.context_length
@@ -229,17 +244,37 @@ def plan_pretrain(tokenizer, text: str, arch: dict, hyper: Hyper, device: str, p
     val_loader = D.make_loader(val_ds, batch_size=hyper.batch_size, shuffle=False, drop_last=False)
     cfg = train_config(hyper, device, eval_every=max(1, min(hyper.steps // 10, 50)),
                        sample_every=max(1, min(hyper.steps // 6, 25)))
-    estimate = estimate_run(cfg_model, hyper.batch_size, ctx, hyper.steps, device, "auto", hyper.grad_accum)
-    if estimate["fits"]:
-        work = Work(hyper.steps, hyper.batch_size * hyper.grad_accum, ctx, "full", _eval_rows(cfg, val_loader), ctx,
-                    SAMPLE_TOKENS * (_samples(cfg) + 2), save_bytes=4 * estimate["params"])
-        estimate = _with_time(estimate, _shape_model(cfg_model), work, len(tokenizer.encode(prompt)), True)
+    if estimate is None:
+        estimate = _pretrain_estimate(cfg_model, hyper, device, cfg, val_loader, tokenizer, prompt)
     params = {"task": "lm", "source": source, "architecture": dict(arch), "vocab_size": tokenizer.vocab_size,
               "tokenizer": tokenizer_name, "train_windows": len(train_ds), "val_windows": len(val_ds),
               **asdict(hyper), "device": device}
     return RunPlan("pretrain", "lm", cfg, lambda: prepare_pretraining(cfg_model, seed=hyper.seed), tokenizer,
                    train_loader, val_loader, estimate, params, names or RunNames(), tokenizer_name=tokenizer_name,
-                   prompts=[prompt], shown=[{"prompt": prompt}], max_length=ctx, sample_fn=sample_fn)
+                   prompts=[prompt], shown=[{"prompt": prompt}], max_length=ctx, sample_fn=sample_fn,
+                   recipe=_recipe("pretrain", args, tokenizer=tokenizer))
+
+
+def _pretrain_estimate(cfg_model: GPTConfig, hyper: Hyper, device: str, cfg: TrainConfig, val_loader, tokenizer,
+                       prompt: str) -> dict:
+    ctx = cfg_model.context_length
+    estimate = estimate_run(cfg_model, hyper.batch_size, ctx, hyper.steps, device, "auto", hyper.grad_accum)
+    if estimate["fits"]:
+        work = Work(hyper.steps, hyper.batch_size * hyper.grad_accum, ctx, "full", _eval_rows(cfg, val_loader), ctx,
+                    SAMPLE_TOKENS * (_samples(cfg) + 2), save_bytes=4 * estimate["params"])
+        estimate = _with_time(estimate, _shape_model(cfg_model), work, len(tokenizer.encode(prompt)), True)
+    return estimate
+
+
+def _recipe(kind: str, args: dict, tokenizer=None, base: nn.Module | None = None) -> Recipe | None:
+    """The plan's recipe for a worker process; None when the model or the tokenizer cannot be had there."""
+    from explorer.worker import model_ref, tokenizer_ref
+
+    if kind == "pretrain":
+        ref = tokenizer_ref(tokenizer, args["tokenizer_name"])
+        return Recipe(kind, args, tokenizer=ref) if ref else None
+    ref = model_ref(base, args["base_key"])
+    return Recipe(kind, args, model=ref) if ref else None
 
 
 @dataclass
@@ -327,34 +362,52 @@ def _finetune_work(base: nn.Module, opts: FinetuneOptions, hyper: Hyper, cfg: Tr
     return work
 
 
+def _finetune_estimate(base: nn.Module, opts: FinetuneOptions, hyper: Hyper, device: str, data: _TaskData) -> dict:
+    """The memory estimate (and the checks that come with it), before the TrainConfig's own checks."""
+    probe = opts.task == "classify" and opts.method == "probe"
+    return estimate_finetune(base, opts.task, hyper.batch_size, opts.max_length, hyper.steps, device,
+                             hyper.grad_accum, "full" if opts.task == "classify" else opts.method, opts.lora_r,
+                             0 if probe else opts.n_last, len(data.labels) if data.labels else None)
+
+
+def _finetune_time(estimate: dict, base: nn.Module, tokenizer, opts: FinetuneOptions, hyper: Hyper, cfg: TrainConfig,
+                   data: _TaskData, base_key: str) -> dict:
+    if estimate["fits"]:
+        adapter_only = opts.task == "instruct" and opts.method == "lora" and registry_model(base_key)
+        estimate = _with_time(estimate, base, _finetune_work(base, opts, hyper, cfg, data, adapter_only),
+                              len(tokenizer.encode(data.prompts[0])) if data.prompts else 16)
+    return estimate
+
+
 def plan_finetune(base: nn.Module, tokenizer, records: Sequence[dict], opts: FinetuneOptions, hyper: Hyper,
                   device: str, names: RunNames | None = None, n_compare: int | None = None, base_key: str = "",
-                  tokenizer_name: str = "") -> RunPlan:
+                  tokenizer_name: str = "", estimate: dict | None = None) -> RunPlan:
     """Instruction (full or LoRA) or classification (probe or last blocks) fine-tuning of ``base``.
 
     ``base`` is never changed: instruction and block training work on a copy, a probe reads it frozen.
+    ``tokenizer`` is the base model's own (a worker gets both from ``base_key`` or the base's checkpoint).
+    ``estimate``: the cost already estimated (a worker building the page's plan again measures nothing).
     """
     records = list(records)
+    args = {"records": records, "opts": opts, "hyper": hyper, "device": device, "names": names,
+            "n_compare": n_compare, "base_key": base_key, "tokenizer_name": tokenizer_name}
     large = backend_of(base).n_params() > LARGE_MODEL
     n_compare = n_compare if n_compare is not None else (2 if large else 3)
     build = _classification_data if opts.task == "classify" else _instruction_data
     data = build(base, tokenizer, records, opts, hyper, n_compare)
     probe = opts.task == "classify" and opts.method == "probe"
-    estimate = estimate_finetune(base, opts.task, hyper.batch_size, opts.max_length, hyper.steps, device,
-                                 hyper.grad_accum, "full" if opts.task == "classify" else opts.method, opts.lora_r,
-                                 0 if probe else opts.n_last, len(data.labels) if data.labels else None)
+    memory = _finetune_estimate(base, opts, hyper, device, data) if estimate is None else None
     # a big model on a CPU: each forward pass counts, so evaluate on one batch and sample twice
     eval_batches = 1 if large else (4 if opts.task == "instruct" else 0)
     cfg = train_config(hyper, device, eval_every=max(1, hyper.steps // (10 if probe else 3 if large else 8)),
                        eval_batches=0 if probe else eval_batches,
                        sample_every=max(1, hyper.steps // (2 if large else 4)) if opts.task == "instruct" else 0)
-    if estimate["fits"]:
-        adapter_only = opts.task == "instruct" and opts.method == "lora" and registry_model(base_key)
-        estimate = _with_time(estimate, base, _finetune_work(base, opts, hyper, cfg, data, adapter_only),
-                              len(tokenizer.encode(data.prompts[0])) if data.prompts else 16)
+    if estimate is None:
+        estimate = _finetune_time(memory, base, tokenizer, opts, hyper, cfg, data, base_key)
     params = {"task": opts.task, **asdict(opts), **asdict(hyper), "device": device, "examples": len(records),
               "base": base_key, "tokenizer": tokenizer_name, **data.notes}
     return RunPlan("finetune", opts.task, cfg, data.make, tokenizer, data.train, data.val, estimate, params,
                    names or RunNames(), base=base, method=opts.method, base_key=base_key,
                    tokenizer_name=tokenizer_name, prompts=data.prompts, shown=data.shown, test_batches=data.test,
-                   labels=data.labels, max_length=opts.max_length, style=opts.style, sample_fn=data.sample_fn)
+                   labels=data.labels, max_length=opts.max_length, style=opts.style, sample_fn=data.sample_fn,
+                   recipe=_recipe("finetune", args, base=base))

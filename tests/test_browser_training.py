@@ -31,17 +31,17 @@ def test_pretrain_live_curve_and_cancel_in_chromium():
         page.goto(url + "/Pretrain")
         wait_idle(page)
         page.wait_for_selector("text=Estimation avant de lancer", timeout=60_000)
-        # the smallest preset (1 block, d_model 32, context 32), 2000 steps of batch 4
+        # the smallest preset (1 block, d_model 32, context 32), 20000 steps of batch 4: it cannot end before the cancel
         page.locator("[data-testid='stSelectbox']").filter(has_text="Préréglage").click()
         page.get_by_role("option", name="nano : 1 bloc, d_model 32, contexte 32").click()
         wait_idle(page)
-        for label, value in (("Étapes", "2000"), ("Taille de batch", "4")):
+        for label, value in (("Étapes", "20000"), ("Taille de batch", "4")):
             box = page.get_by_label(label, exact=True)
             box.fill(value)
             box.press("Enter")
             wait_idle(page)
-        # the preset filled the sliders: 2000 steps x 4 rows x 32 tokens = 256 k tokens
-        assert page.locator("[data-testid='stMetricValue']").filter(has_text="256 k").count() == 1
+        # the preset filled the sliders: 20000 steps x 4 rows x 32 tokens = 2.56 M tokens
+        assert page.locator("[data-testid='stMetricValue']").filter(has_text="2,56 M").count() == 1
         page.get_by_role("button", name="Lancer l'entraînement").click()
 
         # the live fragment draws the curve; it must grow between two looks
@@ -58,6 +58,6 @@ def test_pretrain_live_curve_and_cancel_in_chromium():
         wait_idle(page)
         assert page.locator("[data-testid='stException']").count() == 0
         stopped = _points(page)
-        assert second <= stopped < 2000  # the run stopped well before its 2000 steps
+        assert second <= stopped < 20000  # the run stopped well before its 20000 steps
         page.screenshot(path=str(ARTIFACTS / "pretrain_cancelled.png"), full_page=True)
         assert page.get_by_role("button", name="Télécharger les métriques (JSON)").count() == 1

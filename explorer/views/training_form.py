@@ -21,6 +21,7 @@ from explorer import runs as R
 from explorer.corpus import records_for
 from explorer.figures import training as F
 from explorer.jobs import get_manager
+from explorer.worker import warm_up
 from explorer.ui.i18n import current_lang, t
 from explorer.ui.messages import decimal, duration_text, number, plain, say
 from explorer.ui.state import persisted
@@ -159,6 +160,7 @@ def assumptions(est: dict) -> str:
 def start_button(area: str, plan: R.RunPlan | None, store, tracking: dict | None = None) -> None:
     """The start button (disabled without a valid plan); a busy server means a queue, said first."""
     H.startup()  # once per process: half-written run folders removed, size cap applied
+    warm_up()  # the process that starts jobs imports torch once, in the background, before the first click
     running = get_manager().running_job()
     if running is not None:
         st.info(t("training.busy", kind=t(f"training.kind.{running.kind}"), step=running.step,
