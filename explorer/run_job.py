@@ -147,7 +147,7 @@ def remember(run: TrainedRun, store=None) -> None:
 
 
 def _register(plan: RunPlan, model: nn.Module, store, stamp: str | None = None) -> str | None:
-    """Offer a trained language model to every page's sidebar (classifiers are not language models).
+    """Offer a trained language model to the sidebar of its owner's browser (classifiers are not language models).
 
     Its name is the plan's and ``stamp`` (the time the run ended; now, when not given)."""
     if store is None or plan.task == "classify":
@@ -161,7 +161,7 @@ def _register(plan: RunPlan, model: nn.Module, store, stamp: str | None = None) 
                          "gpt" if own_gpt(model) is not None else "hf-causal", True)
     store.register(name, LoadedModel(model, plan.tokenizer, source, 0.0,
                                      sum(p.numel() * p.element_size() for p in params), None,
-                                     sum(p.numel() for p in params)))
+                                     sum(p.numel() for p in params)), plan.owner)
     return name
 
 

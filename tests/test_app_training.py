@@ -152,12 +152,19 @@ def test_pretrain_job_runs_and_the_model_reaches_other_pages():
     assert curve["data"][0]["x"] == [1, 2, 3, 4, 5, 6]
     assert [b.proto.label for b in at.get("download_button")] == [
         "Télécharger le checkpoint (zip : safetensors + config.json)", "Télécharger les métriques (JSON)"]
-    # every page's sidebar now offers it: Home loads it from the shared store
+    # every page of this browser now offers it: Home loads it from the shared store
     home = AppTest.from_file(HOME, default_timeout=180)
+    home.session_state["app.owner"] = at.session_state["app.owner"]
     home.session_state["app.model"] = name
     home.run()
     assert not home.exception, home.exception
     assert metrics(home)["Couches"] == "1"
+    # another browser asking for it by name gets the default model instead
+    other = AppTest.from_file(HOME, default_timeout=180)
+    other.session_state["app.model"] = name
+    other.run()
+    assert not other.exception, other.exception
+    assert other.session_state["app.model"] != name and metrics(other)["Couches"] != "1"
 
 
 def test_pretrain_cancel_from_the_page():

@@ -66,7 +66,7 @@ class FakeStore:
     def __init__(self):
         self.custom = {}
 
-    def register(self, name, lm):
+    def register(self, name, lm, owner=None):
         self.custom[name] = lm
 
 
