@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+import streamlit as st
 
 from gpt_core.backend import backend_of
 from gpt_core.trace import top_next_tokens
@@ -47,11 +48,18 @@ class QuickLook:
     notice: str | None
 
 
+@st.cache_data(max_entries=512, show_spinner=False)
+def next_tokens(_model, model_key: str, ids: tuple, k: int) -> list[dict]:
+    """The model's top-``k`` next tokens after ``ids``: one forward per model and text for the whole server
+    (thirty students opening Home with the same sentence cost one)."""
+    return top_next_tokens(backend_of(_model).next_token_logits(list(ids)), k)
+
+
 def quick_look(lm, text: str, k: int = 10) -> QuickLook:
     pieces = lm.tokenizer.tokenize_for_model(text)  # Gemma's BOS first, shown as a special chip
     backend = backend_of(lm.model)
     ids, notice = fit_context([p.id for p in pieces], backend.context_length)
-    top = top_next_tokens(backend.next_token_logits(ids), k)
+    top = next_tokens(lm.model, f"{lm.source.key}@{id(lm.model)}", tuple(ids), k)
     labels = [token_label(lm.tokenizer, row["id"]) for row in top]
     table = pd.DataFrame({
         t("common.rank"): [r["rank"] for r in top],
