@@ -42,6 +42,7 @@ FIXED_S = 0.5               # data loaders, thread start, bookkeeping
 
 _cache: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+_measuring = threading.Lock()
 
 
 # ------------------------------------------------------------------ threads
@@ -131,9 +132,13 @@ def _measured(model: nn.Module, key: tuple, fn) -> float:
     with _lock:
         found = _cache.setdefault(model, {}).get(key)
     if found is None:
-        found = fn()
-        with _lock:
-            _cache.setdefault(model, {})[key] = found
+        with _measuring:  # one at a time: a visitor stepping through every value takes one thread, not the server
+            with _lock:
+                found = _cache.setdefault(model, {}).get(key)  # measured while this one waited
+            if found is None:
+                found = fn()
+                with _lock:
+                    _cache.setdefault(model, {})[key] = found
     return found
 
 

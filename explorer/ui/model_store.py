@@ -27,6 +27,9 @@ from pathlib import Path
 from collections import OrderedDict
 
 import streamlit as st
+# Resolved once, under this module's import lock: the first lazy lookups of transformers' names are not
+# thread-safe, and two students' first pages (or the preload thread) would make them at the same time.
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
 from explorer import settings
 from gpt_core.errors import GPTCoreError, InvalidInput

@@ -82,8 +82,10 @@ def _number(value: Any) -> bool:
 def _fits(value: Any, options: Sequence | None, bounds: dict) -> bool:
     """Would the widget accept ``value`` as it is drawn now?"""
     if options is not None:
-        if isinstance(value, (list, tuple)):          # multiselect
-            return all(v in options for v in value)
+        if isinstance(value, (list, tuple)):          # multiselect: known options, each once, not too many
+            most = bounds.get("max_selections")
+            return (all(v in options and v not in value[:i] for i, v in enumerate(value))
+                    and (most is None or len(value) <= most))
         return value in options
     if "min_value" in bounds or "max_value" in bounds:
         if not _number(value):
@@ -97,6 +99,11 @@ def _fallback(value: Any, default: Any, options: Sequence | None, bounds: dict) 
     if options is None and _number(value) and ("min_value" in bounds or "max_value" in bounds):
         value = max(bounds.get("min_value", value), min(bounds.get("max_value", value), value))
         return type(bounds.get("min_value", value))(value) if isinstance(default, int) else value
+    if isinstance(value, (list, tuple)) and options is not None:  # multiselect: the known options, each once,
+        kept = [v for v in value if v in options]                   # at most max_selections of them
+        kept = [v for i, v in enumerate(kept) if v not in kept[:i]][:bounds.get("max_selections") or len(kept)]
+        if kept:
+            return kept
     if _fits(default, options, bounds):
         return default
     if isinstance(default, (list, tuple)):  # multiselect: keep the options that still exist
@@ -268,6 +275,19 @@ def _write_to_url(name: str, spec: UrlSpec, value: Any) -> None:
     seen[key] = text
 
 
+def _total(format_func: Callable[[Any], Any]) -> Callable[[Any], str]:
+    """``format_func`` made total: Streamlit also formats the values a client sends, which may be no option
+    at all (a hostile websocket); a label function that fails or returns None there must not crash the page."""
+    def label(value: Any) -> str:
+        try:
+            text = format_func(value)
+        except Exception:  # noqa: BLE001  (a value the page never offered: no label of its own)
+            text = None
+        return str(value) if text is None else str(text)
+
+    return label
+
+
 def persisted(widget: Callable, label: str, name: str, default: Any, *, options: Sequence | None = None,
               per_lang: bool = False, on_change: Callable | None = None, **kwargs) -> Any:
     """Draw ``widget`` (``st.slider``, ``col.selectbox``, ...) with its value kept in ``name`` and in the URL.
@@ -291,6 +311,8 @@ def persisted(widget: Callable, label: str, name: str, default: Any, *, options:
         if on_change is not None:
             on_change()
 
+    if "format_func" in kwargs:
+        kwargs["format_func"] = _total(kwargs["format_func"])
     args = (label, options) if options is not None else (label,)
     value = widget(*args, key=wkey, on_change=keep, **kwargs)
     ss[name] = value
@@ -328,7 +350,7 @@ def guard_url() -> None:
     too, so a page run on its own (tests) is guarded as well.
     """
     qp = st.query_params
-    dropped = {"unknown": 0, "too_long": 0, "markup": 0}
+    dropped = {"unknown": 0, "too_long": 0, "markup": 0, "invalid": 0}
     for i, key in enumerate(list(qp)):
         values = qp.get_all(key)
         reason = None
@@ -336,8 +358,10 @@ def guard_url() -> None:
             reason = "unknown"
         elif any(len(v) > MAX_URL_VALUE for v in values):
             reason = "too_long"
-        elif any(MARKUP.search(v) for v in values) or (key in ECHOED and not _SAFE_ECHO.match(values[-1])):
+        elif any(MARKUP.search(v) for v in values):
             reason = "markup"
+        elif key in ECHOED and not _SAFE_ECHO.match(values[-1]):  # e.g. ?layer=<400 digits>: no markup, but odd
+            reason = "invalid"
         if reason is not None:
             del qp[key]
             dropped[reason] += 1

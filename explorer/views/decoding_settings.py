@@ -24,6 +24,9 @@ from explorer.ui.token_chips import visible
 MAX_NEW_UI = 200        # the page must answer within seconds on a CPU
 FIELDS = ("repetition_penalty", "no_repeat_ngram", "temperature", "top_k", "top_p", "min_p")
 
+# the sentence for a refusal (by its gpt_core code) where ``decoding.bad_<field>`` does not say why
+BAD_KEYS = {"decoding.repetition_penalty_out_of_range": "hostile.repetition_penalty_out_of_range"}
+
 Said = tuple[str, str]  # (level: info | warning | error, sentence in the user's language)
 
 
@@ -59,16 +62,16 @@ def context_of(model) -> int:
     return backend_of(model).context_length
 
 
-def _culprit(settings: dict, vocab_size: int) -> str | None:
-    """The first setting that build_processors refuses on its own."""
+def _culprit(settings: dict, vocab_size: int) -> tuple[str, str] | None:
+    """The first setting that build_processors refuses on its own, with the refusal's code."""
     for name in FIELDS:
         value = settings.get(name)
         if value is None:
             continue
         try:
             dec.build_processors(**{"temperature": None, name: value}, vocab_size=vocab_size)
-        except InvalidInput:
-            return name
+        except InvalidInput as exc:
+            return name, exc.code
     return None
 
 
@@ -89,9 +92,11 @@ def check_settings(vocab_size: int, temperature=1.0, top_k=None, top_p=None, min
     try:
         procs, notes, greedy = dec.build_processors(**settings, vocab_size=vocab_size)
     except InvalidInput as exc:
-        name = _culprit(settings, vocab_size)
-        text = (t(f"decoding.bad_{name}", value=fmt(settings[name]), vocab=vocab_size) if name
-                else plain(say(exc)))
+        culprit = _culprit(settings, vocab_size)
+        if culprit is None:
+            return Checked([], False, spec, [("error", plain(say(exc)))])
+        name, code = culprit
+        text = t(BAD_KEYS.get(code, f"decoding.bad_{name}"), value=fmt(settings[name]), vocab=vocab_size)
         return Checked([], False, spec, [("error", text)])
     messages = _greedy_notes(procs, notes) if greedy else [("info", plain(say(n))) for n in notes]
     return Checked(procs, greedy, spec, messages)

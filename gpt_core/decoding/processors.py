@@ -169,6 +169,10 @@ class MinP(LogitsProcessor):
         return f"p={self.p:g}"
 
 
+MIN_REPETITION_PENALTY = 0.01
+MAX_REPETITION_PENALTY = 100.0
+
+
 class RepetitionPenalty(LogitsProcessor):
     """Make tokens already present less likely: positive logits / penalty, negative ones x penalty."""
 
@@ -180,6 +184,10 @@ class RepetitionPenalty(LogitsProcessor):
             raise InvalidInput("decoding.bad_repetition_penalty",
                                "The repetition penalty must be a number greater than 0 (got {value}); "
                                "1 means no penalty.", value=penalty)
+        if not MIN_REPETITION_PENALTY <= penalty <= MAX_REPETITION_PENALTY:  # 1e-300 would overflow the logits
+            raise InvalidInput("decoding.repetition_penalty_out_of_range", "The repetition penalty must be between "
+                               "{low} and {high} (got {value}); 1 means no penalty.", low=MIN_REPETITION_PENALTY,
+                               high=MAX_REPETITION_PENALTY, value=penalty)
         self.penalty = penalty
 
     def __call__(self, ids, logits):
