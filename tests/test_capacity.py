@@ -44,3 +44,31 @@ def test_page_threads_default_to_a_quarter_of_the_cores(monkeypatch):
 def test_no_full_garbage_collection_after_each_script_run():
     config = (ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8")
     assert re.search(r"^\[runner\]\n(?:#.*\n)*postScriptGC = false$", config, re.M)
+
+
+def test_model_computations_take_turns_in_as_many_slots_as_the_cores_hold(monkeypatch):
+    import time
+
+    from explorer import compute
+
+    monkeypatch.setenv("LLM_EXPLORER_PAGE_THREADS", "1")
+    monkeypatch.setattr(compute.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(compute, "_slots", None)
+    assert compute.slot_count() == 2
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def student():
+        with compute.compute_slot():
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+
+    threads = [threading.Thread(target=student) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert peak[0] == 2 and running[0] == 0

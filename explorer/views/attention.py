@@ -23,6 +23,7 @@ from gpt_core.attention import (HeadGrid, analyse_attention, clamp_index, grid_p
                                 layer_windows, window_applies)
 from gpt_core.backend import ModelInfo, backend_of
 
+from explorer.compute import compute_slot
 from explorer.figures import attention as fa
 from explorer.figures.bars import localize
 from explorer.figures import bertviz_html as bertviz
@@ -103,7 +104,7 @@ def fit_ids(ids: list[int], context_length: int, n_prefix: int = 0) -> tuple[lis
 
 @st.cache_data(max_entries=6, show_spinner=False)
 def _cached_compute(_model, model_key: str, ids: tuple[int, ...]):
-    with torch.inference_mode():
+    with compute_slot(), torch.inference_mode():
         return analyse_attention(_model, list(ids))
 
 

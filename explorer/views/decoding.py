@@ -18,6 +18,7 @@ from gpt_core import decoding as dec
 from gpt_core.backend import backend_of
 from gpt_core.errors import GPTCoreError
 
+from explorer.compute import compute_slot
 from explorer.figures.bars import fixed, percent
 from explorer.figures.decoding import TreeNode, beam_tree, lane_bars, tokens_html, tree_nodes
 from explorer.ui.i18n import current_lang, t
@@ -37,23 +38,26 @@ PRESETS = ("greedy_loop", "greedy_fix", "beam_loop", "beam_fix")
 @st.cache_data(max_entries=32, show_spinner=False)
 def run_greedy(_model, model_key: str, ids: tuple, max_new: int, spec: tuple, eos: int | None):
     procs, _ = processors_from_spec(spec, vocab_of(_model))
-    return dec.greedy(_model, list(ids), max_new, eos_id=eos, processors=procs)
+    with compute_slot():
+        return dec.greedy(_model, list(ids), max_new, eos_id=eos, processors=procs)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def run_sample(_model, model_key: str, ids: tuple, max_new: int, spec: tuple, seed: int, eos: int | None):
     procs, greedy = processors_from_spec(spec, vocab_of(_model))
-    if greedy:
-        return dec.greedy(_model, list(ids), max_new, eos_id=eos, processors=procs)
-    return dec.sample(_model, list(ids), max_new, procs, seed, eos_id=eos)
+    with compute_slot():
+        if greedy:
+            return dec.greedy(_model, list(ids), max_new, eos_id=eos, processors=procs)
+        return dec.sample(_model, list(ids), max_new, procs, seed, eos_id=eos)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def run_beam(_model, model_key: str, ids: tuple, num_beams: int, max_new: int, length_penalty: float,
              spec: tuple, eos: int | None):
     procs, _ = processors_from_spec(spec, vocab_of(_model))
-    return dec.beam_search(_model, list(ids), num_beams, max_new, length_penalty=length_penalty,
-                           eos_id=eos, processors=procs)
+    with compute_slot():
+        return dec.beam_search(_model, list(ids), num_beams, max_new, length_penalty=length_penalty,
+                               eos_id=eos, processors=procs)
 
 
 @torch.inference_mode()
@@ -70,7 +74,8 @@ def raw_logprobs(model, prompt_ids: list[int], new_ids: list[int]) -> list[float
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def cached_raw_logprobs(_model, model_key: str, prompt_ids: tuple, new_ids: tuple) -> list[float]:
-    return raw_logprobs(_model, list(prompt_ids), list(new_ids))
+    with compute_slot():
+        return raw_logprobs(_model, list(prompt_ids), list(new_ids))
 
 
 # ====================================================================== lanes

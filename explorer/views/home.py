@@ -9,6 +9,7 @@ import streamlit as st
 from gpt_core.backend import backend_of
 from gpt_core.trace import top_next_tokens
 
+from explorer.compute import compute_slot
 from explorer.ui.i18n import current_lang, t
 from explorer.ui.messages import decimal, number, percent
 from explorer.ui.text_input import fit_context
@@ -52,7 +53,8 @@ class QuickLook:
 def next_tokens(_model, model_key: str, ids: tuple, k: int) -> list[dict]:
     """The model's top-``k`` next tokens after ``ids``: one forward per model and text for the whole server
     (thirty students opening Home with the same sentence cost one)."""
-    return top_next_tokens(backend_of(_model).next_token_logits(list(ids)), k)
+    with compute_slot():
+        return top_next_tokens(backend_of(_model).next_token_logits(list(ids)), k)
 
 
 def quick_look(lm, text: str, k: int = 10) -> QuickLook:

@@ -17,6 +17,7 @@ import torch
 from gpt_core.backend import backend_of
 from gpt_core.decoding import explain_processors
 
+from explorer.compute import compute_slot
 from explorer.figures.bars import fixed, percent, prob_bars
 from explorer.figures.decoding import history_chart, stage_bars, tokens_html
 from explorer.ui.i18n import current_lang, t
@@ -36,7 +37,7 @@ MAX_SEED = 2**31 - 1
 @st.cache_data(max_entries=64, show_spinner=False)
 def last_logits(_model, model_key: str, ids: tuple) -> np.ndarray:
     """Raw scores (V,) the model gives to every token after ``ids``."""
-    with torch.inference_mode():
+    with compute_slot(), torch.inference_mode():
         return backend_of(_model).next_token_logits(list(ids)).float().cpu().numpy()
 
 
