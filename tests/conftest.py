@@ -12,4 +12,21 @@ os.environ.setdefault("LLM_EXPLORER_RUNS", tempfile.mkdtemp(prefix="llm-explorer
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))  # lets tests import the shared `browser` helpers
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No hub, and an empty Hugging Face cache (whatever the machine has cached)."""
+    import huggingface_hub.constants as hf_constants
+
+    from gpt_core import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    empty = tmp_path / "empty-hf-cache"
+    empty.mkdir()
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(empty))
+    return empty

@@ -5,7 +5,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from gpt_core import hub, registry
+from gpt_core import registry
 from gpt_core.config import GPTConfig
 from gpt_core.errors import InvalidInput
 from gpt_core.model import GPT, save_checkpoint
@@ -28,18 +28,6 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(registry, "load_model", spy)
     return seen
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No hub, and an empty Hugging Face cache (whatever the machine has cached)."""
-    import huggingface_hub.constants as hf_constants
-
-    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    empty = tmp_path / "empty-hf-cache"
-    empty.mkdir()
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(empty))
 
 
 @pytest.fixture

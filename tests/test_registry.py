@@ -38,19 +38,6 @@ def embedded() -> LoadedModel:
     return load_model(DEFAULT_MODEL)
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No hub, and an empty Hugging Face cache (whatever the machine has cached)."""
-    import huggingface_hub.constants as hf_constants
-
-    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    empty = tmp_path / "empty-hf-cache"
-    empty.mkdir()
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(empty))
-    return empty
-
-
 def _logits(loaded: LoadedModel, ids: list[int]) -> torch.Tensor:
     x = torch.tensor([ids])
     with torch.no_grad():
