@@ -23,6 +23,7 @@ def test_home_shows_model_card_and_top10(app):
     labels = [m.label for m in app.metric]
     assert "Paramètres" in labels and "Couches" in labels
     assert dict((m.label, m.value) for m in app.metric)["Couches"] == "18"  # Gemma 3 270M, the French default
+    assert dict((m.label, m.value) for m in app.metric)["Mémoire (poids)"].endswith(" Mo")  # French units
     assert app.text_area[0].value == "Le chat dort sur le"
     charts = app.get("plotly_chart")
     assert charts, "the top-10 chart is missing"
@@ -46,6 +47,7 @@ def test_language_switch_to_english(app):
     app.sidebar.radio[0].set_value("en").run()
     assert not app.exception
     assert "Parameters" in [m.label for m in app.metric]
+    assert dict((m.label, m.value) for m in app.metric)["Memory (weights)"].endswith(" MB")
     captions = " ".join(c.value for c in app.caption)
     assert "Gemma 3 270M base, multilingual — embedded (offline" in captions  # source label in English too
 

@@ -35,7 +35,7 @@ def model_card_rows(lm) -> list[tuple[str, str]]:
         (t("home.context"), number(info.context_length, current_lang())),
         (t("home.positions"), t(f"home.pos_{info.position_kind}")),
         (t("home.load_time"), f"{decimal(lm.load_seconds, 1)} s"),
-        (t("home.memory"), human(lm.memory_bytes, "B")),
+        (t("home.memory"), human(lm.memory_bytes, "o" if current_lang() == "fr" else "B")),  # Mo / MB
     ]
 
 
