@@ -144,6 +144,7 @@ def remember(run: TrainedRun, store=None) -> None:
             _, old = _RUNS.popitem(last=False)
             if old.name and store is not None:
                 getattr(store, "custom", {}).pop(old.name, None)
+                getattr(store, "custom_owner", {}).pop(old.name, None)
 
 
 def _register(plan: RunPlan, model: nn.Module, store, stamp: str | None = None) -> str | None:
