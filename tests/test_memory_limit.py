@@ -27,7 +27,9 @@ PROBE = textwrap.dedent("""
         print("loaded")
     except InvalidInput as exc:
         print(exc.code)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    # VmHWM: this process image's own peak (ru_maxrss would carry the forked test runner's peak across exec)
+    status = Path("/proc/self/status").read_text()
+    print(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) // 1024)
 """)
 
 
