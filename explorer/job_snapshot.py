@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpt_core.errors import Message, note
+from gpt_core.runlog import cancelled_at, failure  # noqa: F401  (re-exported through explorer.jobs)
 
 STATUSES = ("queued", "running", "done", "cancelled", "failed", "diverged")
 FINISHED = frozenset({"done", "cancelled", "failed", "diverged"})
@@ -96,22 +97,6 @@ class JobSnapshot:
                     self.result[key] = value
             return kind
         return None
-
-
-def failure(exc: BaseException) -> Message:
-    """Why a job failed: a gpt_core error's own message, else out of memory, else the exception's kind."""
-    own = getattr(exc, "message", None)  # a gpt_core error carries its code and parameters
-    if isinstance(own, Message):
-        return own
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return note("jobs.out_of_memory", "Not enough memory for this job: lower the batch size, the context "
-                    "or the model.")
-    return note("jobs.failed", "The job failed ({kind}: {detail}).", kind=type(exc).__name__,
-                detail=str(exc)[:300] or "-")
-
-
-def cancelled_at(step: int) -> Message:
-    return note("jobs.cancelled", "Job cancelled at step {step}.", step=step)
 
 
 CANCEL_REQUESTED = note("jobs.cancel_requested", "Cancelling…")

@@ -37,6 +37,7 @@ import math
 import os
 from pathlib import Path
 
+from gpt_core import runlog
 from gpt_core.hub import cache_dir
 
 DEFAULT_RUNS_MAX_GB = 5.0
@@ -45,9 +46,9 @@ DEFAULT_OLLAMA_MODEL = "llama3"
 
 
 def runs_dir() -> Path:
-    """Where trained checkpoints and ``history.sqlite`` live (survives server restarts)."""
-    root = os.environ.get("LLM_EXPLORER_RUNS", "").strip()
-    return Path(root).expanduser() if root else cache_dir() / "runs"
+    """Where trained checkpoints and ``history.sqlite`` live (survives server restarts): ``$LLM_EXPLORER_RUNS``,
+    else ``<cache>/runs`` (:func:`gpt_core.runlog.runs_dir`, shared with the command line)."""
+    return runlog.runs_dir()
 
 
 def runs_max_bytes() -> int:
