@@ -6,7 +6,7 @@ A *source* gives a :class:`Corpus`, a list of documents:
 * ``pydoc``: Python's own help topics, an offline English corpus (one document per topic);
 * ``paste``: typed text (documents at blank lines);
 * ``upload``: a .txt file (documents at blank lines) or a table (.json, .jsonl, .csv),
-  read by :func:`records_texts` the same way on every page: Alpaca records become
+  read by :func:`gpt_core.data.records_texts` the same way on every page: Alpaca records become
   their full training text, otherwise the first column of :data:`TEXT_COLUMNS` found;
 * ``hf``: a bounded slice streamed from the Hugging Face hub (:func:`corpus_from_hf`).
 
@@ -22,7 +22,6 @@ codes ``corpus.*``; the pages say them in the user's language through
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,8 +35,7 @@ SOURCES = ("corpus_fr", "corpus_en", "pydoc", "paste", "upload", "hf")
 BUNDLED_CORPORA = ("corpus_fr", "corpus_en")
 UPLOAD_TYPES = ["txt", "json", "jsonl", "csv"]
 RECORD_TYPES = ["json", "jsonl", "csv"]
-TEXT_COLUMNS = ("text", "content", "context", "review", "document", "body")
-ALPACA_COLUMN = "instruction/input/output"
+TEXT_COLUMNS, ALPACA_COLUMN = D.TEXT_COLUMNS, D.ALPACA_COLUMN
 HF_ROWS = 40             # rows streamed from a Hugging Face dataset
 HF_PRESETS = D.HF_PRESETS
 
@@ -84,31 +82,6 @@ def _corpus(docs: Sequence[Any], origin: str | None, source: str, column: str | 
     return Corpus(docs, origin, column, source)
 
 
-def _cell_text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def records_texts(records: Sequence[dict], filename: str | None) -> tuple[list[str], str]:
-    """The texts of table rows and the column they were read from.
-
-    Alpaca records (``instruction`` + ``output``) become their full training
-    text; otherwise the first of :data:`TEXT_COLUMNS` present is read. With
-    none of them, the refusal names the columns found.
-    """
-    first = records[0] if records and isinstance(records[0], dict) else {}
-    if "instruction" in first and "output" in first:
-        D.require_columns(records, ["instruction", "output"], filename)
-        return ["".join(D.format_alpaca(r)) for r in records], ALPACA_COLUMN
-    for col in TEXT_COLUMNS:
-        if col in first:
-            D.require_columns(records, [col], filename)
-            return [_cell_text(r[col]) for r in records], col
-    D.require_columns(records, ["text"], filename)  # raises, naming the columns found
-    raise AssertionError("unreachable: require_columns refused the table")
-
-
 def corpus_from_text(text: str) -> Corpus:
     """Pasted text: documents are separated by blank lines."""
     return _corpus(D.split_documents(text or ""), None, "paste")
@@ -119,7 +92,7 @@ def corpus_from_upload(data: bytes, filename: str, max_bytes: int | None = D.MAX
     if Path(str(filename)).suffix.lower() == ".txt":
         return _corpus(D.split_documents(D.read_text_upload(data, filename, max_bytes)), filename, "upload")
     records = D.read_records(data, filename, max_bytes)
-    texts, column = records_texts(records, filename)
+    texts, column = D.records_texts(records, filename)
     return _corpus(texts, filename, "upload", column)
 
 
@@ -147,28 +120,17 @@ def corpus_from_hf(preset: str, n: int = HF_ROWS) -> Corpus:
 # ============================================================ fine-tuning records
 def instruction_records(upload: tuple[bytes, str] | None = None) -> list[dict]:
     """The bundled Alpaca examples, or an uploaded .json/.jsonl/.csv with instruction and output."""
-    if upload is None:
-        records, name = D.load_bundled("instructions_fr_en"), None
-    else:
-        records, name = D.read_records(*upload), upload[1]
-    D.require_columns(records, ["instruction", "output"], name)
-    return list(records)
+    return D.task_records("instruct", upload)
 
 
 def classification_records(upload: tuple[bytes, str] | None = None) -> list[dict]:
     """The bundled French IT tickets, or an uploaded file with ``text`` and ``label`` columns."""
-    if upload is None:
-        records, name = D.load_bundled("tickets_fr"), None
-    else:
-        records, name = D.read_records(*upload), upload[1]
-    D.require_columns(records, ["text", "label"], name)
-    D.label_vocab([r["label"] for r in records])  # at least two classes
-    return list(records)
+    return D.task_records("classify", upload)
 
 
 def records_for(task: str, upload: tuple[bytes, str] | None = None) -> list[dict]:
     """The records of a fine-tuning task: ``"instruct"`` or ``"classify"``."""
-    return classification_records(upload) if task == "classify" else instruction_records(upload)
+    return D.task_records(task, upload)
 
 
 # ======================================================================= tokens

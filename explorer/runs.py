@@ -15,8 +15,8 @@ import torch.nn as nn
 from gpt_core.train import plans as P
 from gpt_core.train.plans import (  # noqa: F401  (re-exported: the pages and tests read them from here)
     ANSWER_END, ARCH_PRESETS, BLOCKS_HYPER, COMPARE_TOKENS, CORPUS_BPE_VOCAB, FEATURE_BATCH, LARGE_MODEL,
-    MAX_CORPUS_CHARS, MAX_PROMPT_CHARS, PRETRAIN_TOKENIZERS, PROBE_HYPER, SAMPLE_PROMPTS, SAMPLE_TOKENS,
-    FinetuneOptions, Hyper, RunNames, RunPlan, finetune_defaults, pretrain_tokenizer, registry_model, train_config,
+    MAX_CORPUS_CHARS, MAX_PROMPT_CHARS, PRETRAIN_HYPER, PRETRAIN_PRESET, PRETRAIN_TOKENIZERS, PROBE_HYPER,
+    SAMPLE_PROMPTS, SAMPLE_TOKENS, FinetuneOptions, Hyper, RunNames, RunPlan, finetune_defaults, pretrain_tokenizer, registry_model, train_config,
 )
 
 

@@ -321,6 +321,35 @@ def require_columns(records: Sequence[dict], columns: Sequence[str],
     return records
 
 
+TEXT_COLUMNS = ("text", "content", "context", "review", "document", "body")   # read as text, in this order
+ALPACA_COLUMN = "instruction/input/output"
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def records_texts(records: Sequence[dict], filename: str | None) -> tuple[list[str], str]:
+    """The texts of table rows and the column they were read from.
+
+    Alpaca records (``instruction`` + ``output``) become their full training
+    text; otherwise the first of :data:`TEXT_COLUMNS` present is read. With
+    none of them, the refusal names the columns found.
+    """
+    first = records[0] if records and isinstance(records[0], dict) else {}
+    if "instruction" in first and "output" in first:
+        require_columns(records, ["instruction", "output"], filename)
+        return ["".join(format_alpaca(r)) for r in records], ALPACA_COLUMN
+    for col in TEXT_COLUMNS:
+        if col in first:
+            require_columns(records, [col], filename)
+            return [_cell_text(r[col]) for r in records], col
+    require_columns(records, ["text"], filename)  # raises, naming the columns found
+    raise AssertionError("unreachable: require_columns refused the table")
+
+
 def split_documents(text: str) -> list[str]:
     """Split a text into documents at blank lines (empty documents are dropped)."""
     if not isinstance(text, str):
@@ -370,6 +399,26 @@ def load_bundled(name: str) -> str | list[dict]:
     if BUNDLED[key]["kind"] == "text":
         return read_text_upload(path.read_bytes(), path.name, max_bytes=None)
     return read_records(path.read_bytes(), path.name, max_bytes=None)
+
+
+TASK_DATASETS = {"instruct": "instructions_fr_en", "classify": "tickets_fr"}   # the bundled data of each task
+TASK_COLUMNS = {"instruct": ["instruction", "output"], "classify": ["text", "label"]}
+
+
+def task_records(task: str, upload: tuple[bytes, str] | None = None,
+                 max_bytes: int | None = MAX_UPLOAD_BYTES) -> list[dict]:
+    """The records of a fine-tuning task (``"instruct"`` or ``"classify"``): the bundled dataset, or a file's
+    (bytes, name) read as .json/.jsonl/.csv, its columns checked (and at least two classes to classify)."""
+    if task not in TASK_DATASETS:
+        raise InvalidInput("data.unknown_task", "Unknown task '{task}': instruct or classify.", task=str(task)[:40])
+    if upload is None:
+        records, name = load_bundled(TASK_DATASETS[task]), None
+    else:
+        records, name = read_records(*upload, max_bytes=max_bytes), upload[1]
+    require_columns(records, TASK_COLUMNS[task], name)
+    if task == "classify":
+        label_vocab([r["label"] for r in records])
+    return list(records)
 
 
 def pydoc_documents() -> list[str]:

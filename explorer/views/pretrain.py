@@ -25,7 +25,6 @@ from explorer.views.decoding_settings import follow_language
 A = "pretrain"
 ARCH_NAMES = ("n_layers", "n_heads", "d_model", "context")
 # measured on a 2-core CPU: French words after ~100 steps, validation loss still falling at 250 (~30 s)
-DEFAULT_HYPER = R.Hyper(steps=250, batch_size=16, lr=3e-3, warmup=12)
 
 
 def _apply_preset() -> None:
@@ -37,9 +36,9 @@ def _apply_preset() -> None:
 
 def _architecture() -> dict:
     st.markdown(f"**{t('training.pre.model')}**")
-    persisted(st.selectbox, t("training.pre.preset"), f"{A}.preset", "tiny", options=list(R.ARCH_PRESETS),
+    persisted(st.selectbox, t("training.pre.preset"), f"{A}.preset", R.PRETRAIN_PRESET, options=list(R.ARCH_PRESETS),
               format_func=lambda k: t(f"training.preset.{k}"), on_change=_apply_preset)
-    d = R.ARCH_PRESETS[get(f"{A}.preset", "tiny")]
+    d = R.ARCH_PRESETS[get(f"{A}.preset", R.PRETRAIN_PRESET)]
     c = st.columns(2)
     arch = {
         "n_layers": persisted(c[0].slider, t("training.pre.layers"), f"{A}.n_layers", d["n_layers"],
@@ -108,7 +107,7 @@ def page() -> None:
     with right:
         corpus, problem, prompt = _data()
     st.markdown(f"**{t('training.hyper')}**")
-    hyper, bad = W.hyper_widgets(A, DEFAULT_HYPER)
+    hyper, bad = W.hyper_widgets(A, R.PRETRAIN_HYPER)
     plan = None
     try:
         if problem or bad:

@@ -74,6 +74,8 @@ class FinetuneOptions:
     n_last: int | None = None       # classify with "blocks": train only the last N blocks (None: all)
 
 
+PRETRAIN_HYPER = Hyper(steps=250, batch_size=16, lr=3e-3, warmup=12)   # the Pretraining page's and the CLI's
+PRETRAIN_PRESET = "tiny"
 PROBE_HYPER = Hyper(steps=100, batch_size=32, lr=1e-2, warmup=5)
 BLOCKS_HYPER = Hyper(steps=150, batch_size=16, lr=3e-3, warmup=10)
 
