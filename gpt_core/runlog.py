@@ -85,24 +85,24 @@ def _check(rec: RunRecord) -> None:
                                name=name, allowed=", ".join(allowed), value=str(getattr(rec, name))[:80])
 
 
-def _finite(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Plain JSON values: NaN and infinities become None, tuples lists, unknown objects their text."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if value is None or isinstance(value, (str, int, bool)):
         return value
     if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "item"):  # a numpy or torch scalar
-        return _finite(value.item())
+        return jsonable(value.item())
     return str(value)
 
 
 def _message_json(message: Message | str) -> str:
     if isinstance(message, Message):
-        return json.dumps({"code": message.code, "text": message.text, "params": _finite(message.params)})
+        return json.dumps({"code": message.code, "text": message.text, "params": jsonable(message.params)})
     return json.dumps({"text": str(message or "")})
 
 
@@ -115,7 +115,7 @@ def _message_from(raw: str) -> Message | str:
 def history_of(source: Any) -> dict:
     """The loss curves of a job snapshot (or a dict with the same names) as JSON-ready lists."""
     get = source.get if isinstance(source, dict) else lambda k, d=None: getattr(source, k, d)
-    return {key: _finite(list(get(key, None) or [])) for key in HISTORY_KEYS}
+    return {key: jsonable(list(get(key, None) or [])) for key in HISTORY_KEYS}
 
 
 class RunStore:
@@ -155,7 +155,7 @@ class RunStore:
         _check(rec)
         now = time.time()
         rec = replace(rec, created_at=rec.created_at or now, finished_at=rec.finished_at or now,
-                      config=_finite(rec.config), history=_finite(rec.history), metrics=_finite(rec.metrics))
+                      config=jsonable(rec.config), history=jsonable(rec.history), metrics=jsonable(rec.metrics))
         folder = self.checkpoint_path(rec)
         if folder is None:
             rec = replace(rec, checkpoint="", checkpoint_bytes=0)
@@ -179,9 +179,11 @@ class RunStore:
             row = db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return self._from_row(row) if row else None
 
-    def list(self, owner: str | None = None, limit: int = 200) -> list[RunRecord]:
-        """The runs, newest first (only ``owner``'s when given)."""
-        where, args = ("WHERE owner = ?", [owner]) if owner is not None else ("", [])
+    def list(self, owner: str | None = None, limit: int = 200, shared: bool = False) -> list[RunRecord]:
+        """The runs, newest first (only ``owner``'s when given; with ``shared``, also the runs of no owner: those
+        started from the command line)."""
+        where, args = ("WHERE owner = ?" + (" OR owner = ''" if shared else ""), [owner]) if owner is not None \
+            else ("", [])
         with self._db() as db:
             rows = db.execute(f"SELECT * FROM runs {where} ORDER BY finished_at DESC, created_at DESC LIMIT ?",
                               [*args, int(limit)]).fetchall()
@@ -280,7 +282,7 @@ def final_metrics(event: dict, result: dict | None = None, sample: str = "") -> 
         out["accuracy_before"] = result["accuracy_before"]
     after = rows[0].get("after") if rows and isinstance(rows[0], dict) else None
     out["sample"] = after if isinstance(after, str) and "report" not in (result or {}) else sample
-    return _finite(out)
+    return jsonable(out)
 
 
 def _last(values) -> Any:
@@ -312,7 +314,14 @@ class Recorder:
 
     def end(self, event: dict, result: dict | None = None, path: str | Path | None = None,
             name: str | None = None) -> dict:
-        """Record the run as its final event says (done / cancelled / diverged); returns the event unchanged."""
+        """Record the run as its final event says (done / cancelled / diverged); returns the event unchanged.
+
+        The final event's own history wins when it holds more steps than the events seen (a resumed run)."""
+        hist = event.get("history") or {}
+        if len(hist.get("step") or []) > len(self.curves["train_steps"]):
+            self.curves = {"train_steps": list(hist["step"]), "train_loss": list(hist.get("train_loss") or []),
+                           "val_steps": list(hist.get("eval_step") or []), "val_loss": list(hist.get("val_loss") or []),
+                           "val_accuracy": list(hist.get("val_accuracy") or [])}
         self._record(event.get("type", "failed"), event.get("message", ""), final_metrics(event, result, self.sample),
                      path, name)
         return event

@@ -91,10 +91,17 @@ def option_text(rec: H.RunRecord) -> str:
     return t("history.option", name=rec.name or rec.run_id, date=date_text(rec.finished_at))
 
 
+def _whose(rec: H.RunRecord, me: str) -> str:
+    """"yours", "terminal" for a run started from the command line (no owner), else nothing."""
+    if rec.owner == me:
+        return t("history.yours_mark")
+    return "" if rec.owner else t("history.cli_mark")
+
+
 def table(records: list[H.RunRecord], me: str) -> pd.DataFrame:
     """One row per run, plain values in the UI language."""
     rows = [{
-        t("history.col.yours"): t("history.yours_mark") if rec.owner == me else "",
+        t("history.col.yours"): _whose(rec, me),
         t("history.col.date"): date_text(rec.finished_at),
         t("history.col.kind"): kind_text(rec),
         t("history.col.name"): rec.name or rec.run_id,
@@ -237,7 +244,7 @@ def page() -> None:
         getattr(st, flash[0])(flash[1])
     me = owner()
     runs = run_store()
-    records = runs.list(owner=None if is_teacher() else me)
+    records = runs.list(owner=None if is_teacher() else me, shared=True)
     st.caption(t("history.usage", used=size_text(H.folder_bytes(runs.root)), cap=size_text(settings.runs_max_bytes())))
     if not records:
         st.info(t("history.empty"))
