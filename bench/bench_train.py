@@ -18,13 +18,28 @@ gpt2-medium-sized random weights, the Alpaca examples of PATH split 85/10/5,
 batch 8 padded to the longest row, 2 epochs, a 5-batch validation every 5
 steps (as in the book), and prints ``{"bench": "alpaca_2epochs", "minutes", ...}``
 (the book reports 0.86 min on an A100 with pretrained weights).
+
+``--ddp N`` measures data-parallel scaling of our GPT instead: the same timed
+rounds run under ``torchrun`` with N processes (each one ``--batch`` rows per
+step, ``--threads`` threads, default 1 on the CPU; gloo on the CPU, NCCL on
+GPUs), then with 1 process and the same threads (the baseline), then with 1
+process and N x threads (what the machine gives one process)::
+
+    python bench/bench_train.py --ddp 2                          # CPU, 1 thread per process
+
+One JSON line: ``{"bench": "train_ddp_<device>", "processes", "tok_s_per_rank",
+"tok_s_total", "tok_s_single", "scaling_efficiency" (total / (N x single)),
+"threads_per_process", "tok_s_single_all_threads", ...}``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,10 +79,10 @@ def token_batches(tok, batch: int, context: int, n: int, device: torch.device) -
     return out
 
 
-def timed_round(model, batches, cfg: TrainConfig) -> tuple[int, float]:
-    """(tokens, seconds) of one short run through our loop, the first step excluded."""
+def timed_round(model, batches, cfg: TrainConfig, dist=None) -> tuple[int, float]:
+    """(tokens, seconds) of one short run through our loop, the first step excluded (tokens of all ranks)."""
     first = last = None
-    for event in train(model, batches, None, cfg):
+    for event in train(model, batches, None, cfg, dist=dist):
         if event["type"] == "step":
             if first is None:
                 first = event
@@ -134,6 +149,65 @@ def bench_alpaca(args, tok) -> dict:
             "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.machine()}
 
 
+def ddp_worker(args) -> None:
+    """One rank of ``--ddp`` (started by torchrun): time our loop, write this rank's figures to a JSON file."""
+    from gpt_core.tokenizers import load_tokenizer
+    from gpt_core.train.distributed import from_env
+
+    torch.set_num_threads(args.threads)
+    dist = from_env(args.device)
+    cfg = GPU_CFG if dist.device.type == "cuda" else CPU_CFG
+    torch.manual_seed(0)
+    model = GPT(cfg).to(dist.device).train()
+    # every rank builds the same list; the loop gives rank r the batches r, r + N, ...
+    batches = token_batches(load_tokenizer("gpt2"), args.batch or 8, cfg.context_length, args.steps * dist.world,
+                            dist.device)
+    tcfg = TrainConfig(lr=1e-4, steps=args.steps, eval_every=0, eval_at_start=False, device=args.device,
+                       precision=args.dtype, max_grad_norm=1.0)
+    tokens = seconds = 0.0
+    for _ in range(args.rounds):
+        t, s = timed_round(model, batches, tcfg, dist)
+        tokens, seconds = tokens + t / dist.world, seconds + s  # the loop counts every rank's tokens
+    record = {"rank": dist.rank, "tokens": tokens, "seconds": seconds, "threads": torch.get_num_threads(),
+              "config": {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+                         "context": cfg.context_length, "vocab": cfg.vocab_size}}
+    Path(args.ddp_worker, f"rank{dist.rank}.json").write_text(json.dumps(record), encoding="utf-8")
+    dist.close()
+
+
+def launch(args, processes: int, threads: int) -> list[dict]:
+    """Run :func:`ddp_worker` under torchrun with ``processes`` x ``threads``; each rank's figures."""
+    with tempfile.TemporaryDirectory(prefix="bench-ddp-") as out:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               str(Path(__file__).resolve()), "--ddp-worker", out, "--threads", str(threads), "--device", args.device,
+               "--dtype", args.dtype, "--steps", str(args.steps), "--rounds", str(args.rounds),
+               "--batch", str(args.batch or 8)]
+        subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, check=True,
+                       stdout=subprocess.DEVNULL)
+        return [json.loads(Path(out, f"rank{r}.json").read_text(encoding="utf-8")) for r in range(processes)]
+
+
+def bench_ddp(args) -> dict:
+    threads = args.threads or 1
+    ranks = launch(args, args.ddp, threads)
+    single = launch(args, 1, threads)[0]
+    wide = launch(args, 1, threads * args.ddp)[0]
+    per_rank = [r["tokens"] / r["seconds"] for r in ranks]
+    total = sum(r["tokens"] for r in ranks) / max(r["seconds"] for r in ranks)  # the slowest rank sets the pace
+    tok_single = single["tokens"] / single["seconds"]
+    tok_wide = wide["tokens"] / wide["seconds"]
+    device = torch.device(args.device)
+    return {"bench": f"train_ddp_{device.type}", "processes": args.ddp,
+            "tok_s_per_rank": [round(x, 1) for x in per_rank], "tok_s_total": round(total, 1),
+            "tok_s_single": round(tok_single, 1), "scaling_efficiency": round(total / (args.ddp * tok_single), 3),
+            "threads_per_process": threads, "tok_s_single_all_threads": round(tok_wide, 1),
+            "threads_single_all": threads * args.ddp, "speedup_vs_single_all_threads": round(total / tok_wide, 3),
+            "config": ranks[0]["config"], "batch_per_rank": args.batch or 8, "dtype": args.dtype,
+            "steps_per_round": args.steps, "rounds": args.rounds, "torch": torch.__version__,
+            "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.machine(),
+            "cpus": os.cpu_count()}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -144,9 +218,19 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--alpaca", default=None, help="instruction-data.json: also time seed 001's run")
     parser.add_argument("--no-throughput", action="store_true", help="only the --alpaca run")
+    parser.add_argument("--ddp", type=int, default=None, metavar="N",
+                        help="data-parallel scaling of our GPT: N processes under torchrun vs 1")
+    parser.add_argument("--threads", type=int, default=None, help="threads per process with --ddp (default 1)")
+    parser.add_argument("--ddp-worker", default=None, help=argparse.SUPPRESS)  # one rank, started by --ddp
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
     args.steps = args.steps or (20 if args.device == "cuda" else 4)
+    if args.ddp_worker:
+        ddp_worker(args)
+        return
+    if args.ddp:
+        print(json.dumps(bench_ddp(args)), flush=True)
+        return
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .errors import InvalidInput
 from .model import GPT
@@ -74,7 +75,9 @@ class Trace:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module under a peft wrapper (or the model itself)."""
+    """The module under a DistributedDataParallel and/or peft wrapper (or the model itself)."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
     getter = getattr(model, "get_base_model", None)
     return getter() if callable(getter) else model
 

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import gc
+import inspect
 import json
 import math
 import os
@@ -45,11 +47,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backend import GPT_LORA_TARGETS, backend_of, unwrap
-from .config import GPTConfig
-from .errors import InvalidInput, Message, note
-from .model import GPT
-from .tokenizers import model_ids
+from ..backend import GPT_LORA_TARGETS, backend_of, unwrap
+from ..config import GPTConfig
+from ..errors import InvalidInput, Message, note
+from ..model import GPT
+from ..tokenizers import model_ids
 
 __all__ = [
     "IGNORE_INDEX", "TASKS", "TrainConfig", "pick_device", "autocast_dtype", "train",
@@ -58,6 +60,7 @@ __all__ = [
     "estimate_run", "check_fits", "available_memory", "save_trained", "load_trained",
     "steps_for_epochs", "GPT_LORA_TARGETS", "make_sample_fn", "evaluate_batches", "parse_learning_rate",
     "continuation_ids", "lora_target_names", "count_trainable", "estimate_finetune", "FINETUNE_TASKS",
+    "TRAINING_STATE",
 ]
 
 IGNORE_INDEX = -100
@@ -65,6 +68,7 @@ TASKS = ("lm", "instruct", "classify")
 FINETUNE_TASKS = ("instruct", "classify")
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
+TRAINING_STATE = "training_state.pt"  # in a checkpoint of the loop, beside the weights: what resuming needs
 
 
 # ------------------------------------------------------------------- devices
@@ -348,19 +352,23 @@ def _new_history() -> dict:
 
 def evaluate_batches(model: nn.Module, batches: Iterable, task: str = "lm", loss_fn: Callable | None = None,
                      device: torch.device | None = None, amp: torch.dtype | None = None,
-                     max_batches: int = 0, cancel: threading.Event | None = None) -> dict:
+                     max_batches: int = 0, cancel: threading.Event | None = None, dist=None) -> dict:
     """Mean loss over (at most ``max_batches``) batches, in eval mode, without gradients.
 
     Returns ``{"loss", "batches", "accuracy" (classify only)}``; ``loss`` is NaN when
     there was no batch. The model's train/eval mode is restored afterwards.
+    With ``dist`` (a :class:`~gpt_core.train.distributed.Dist`), ``batches`` is this
+    rank's shard (global batch ``i`` on rank ``i % world``), ``max_batches`` counts
+    global batches, and the sums of all ranks are added: every rank returns the same.
     """
+    limit = _local_limit(max_batches, dist)
     was_training = model.training
     model.eval()
     losses, weights, correct, rows = [], [], 0, 0
     try:
         with torch.no_grad():
             for i, batch in enumerate(batches):
-                if max_batches and i >= max_batches:
+                if limit is not None and i >= limit:
                     break
                 if cancel is not None and cancel.is_set():
                     break
@@ -374,7 +382,28 @@ def evaluate_batches(model: nn.Module, batches: Iterable, task: str = "lm", loss
                 rows += extra.get("rows", 0)
     finally:
         model.train(was_training)
+    if dist is not None:
+        return _reduced_eval(dist, task, sum(losses), sum(weights), correct, rows, len(losses))
     result = {"loss": sum(losses) / sum(weights) if weights else float("nan"), "batches": len(losses)}
+    if task == "classify":
+        result["accuracy"] = correct / rows if rows else float("nan")
+    return result
+
+
+def _local_limit(max_batches: int, dist) -> int | None:
+    """How many of its batches this rank evaluates (None: all) for a global limit (0: none)."""
+    if not max_batches:
+        return None
+    if dist is None:
+        return max_batches
+    return max(0, -(-(max_batches - dist.rank) // dist.world))  # global batches i < max_batches with i % world == rank
+
+
+def _reduced_eval(dist, task: str, loss_sum: float, weight: float, correct: int, rows: int, n: int) -> dict:
+    """:func:`evaluate_batches`' result from the sums of every rank (one all-reduce)."""
+    sums = torch.tensor([loss_sum, weight, correct, rows, n], dtype=torch.float64, device=dist.device)
+    loss_sum, weight, correct, rows, n = dist.all_reduce_sum(sums).tolist()
+    result = {"loss": loss_sum / weight if weight else float("nan"), "batches": int(n)}
     if task == "classify":
         result["accuracy"] = correct / rows if rows else float("nan")
     return result
@@ -397,6 +426,8 @@ def train(
     loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     sample_fn: Callable[[nn.Module], str] | None = None,
     cancel: threading.Event | None = None,
+    dist=None,
+    resume: str | os.PathLike | None = None,
 ) -> Iterator[dict]:
     """Train ``model`` in place and yield events (see the module docstring).
 
@@ -405,6 +436,14 @@ def train(
     replaces the built-in loss; ``sample_fn(model) -> str`` is called every
     ``cfg.sample_every`` steps in eval mode without gradients; setting
     ``cancel`` stops the loop before the next step with a "cancelled" event.
+
+    ``dist`` (a :class:`~gpt_core.train.distributed.Dist`, under torchrun) trains
+    data-parallel on ``dist.device``: each rank takes its shard of the batches
+    (see :meth:`~gpt_core.train.distributed.Dist.shard`), gradients are averaged,
+    losses, token counts and evaluations are those of all ranks together; only
+    the main rank samples and saves. ``resume`` (a checkpoint folder this loop
+    wrote, with its :data:`TRAINING_STATE`) continues that run where it stopped:
+    weights, optimizer, counters, history, random state and the place in the data.
     """
     if not isinstance(cfg, TrainConfig):
         raise InvalidInput("train.bad_config", "cfg must be a TrainConfig.")
@@ -414,53 +453,142 @@ def train(
         raise InvalidInput("backend.not_a_module", "Expected a PyTorch model, got {kind}.", kind=type(model).__name__)
     if train_batches is None:
         raise InvalidInput("train.no_train_set", "A training set is needed.")
-    device = pick_device(cfg.device)
+    if dist is not None:
+        _check_dist(dist)
+    device = dist.device if dist is not None else pick_device(cfg.device)
     amp = _resolve_precision(cfg.precision, device)
-    return _train_loop(model, train_batches, val_batches, cfg, task, loss_fn, sample_fn, cancel, device, amp)
+    state = None
+    if resume is not None:
+        state = _read_state(resume, cfg, dist)
+        _load_weights(model, state)
+    return _train_loop(model, train_batches, val_batches, cfg, task, loss_fn, sample_fn, cancel, device, amp,
+                       dist, state)
 
 
-def _train_loop(model, train_batches, val_batches, cfg, task, loss_fn, sample_fn, cancel, device, amp):
+def _train_loop(model, train_batches, val_batches, cfg, task, loss_fn, sample_fn, cancel, device, amp,
+                dist=None, state=None):
     torch.manual_seed(cfg.seed)
     model.to(device)
     model.train()
-    run = _Run(model, val_batches, cfg, task, loss_fn, cancel, device, amp)
-    if cfg.eval_at_start:
-        yield from run.evaluate()
-    stream = _batch_stream(train_batches, "train")
-    while run.step < cfg.steps:
-        if cancel is not None and cancel.is_set():
-            yield run.final("cancelled", note("train.cancelled", "Training cancelled at step {step} of {steps}.",
-                                              step=run.step, steps=cfg.steps))
-            return
-        lr = cfg.lr_at(run.step)
-        loss_value = run.accumulate(stream, lr)
-        if loss_value is None:
-            yield run.final("done", note("train.data_exhausted", "The training data ran out after {step} steps "
-                                         "(a one-shot iterator): training stopped.", step=run.step))
-            return
-        stop = run.divergence(loss_value) or run.clip(loss_value)
-        if stop is not None:
-            yield stop
-            return
-        yield run.update(loss_value, lr)
-        last = run.step == cfg.steps
-        if (cfg.eval_every and run.step % cfg.eval_every == 0) or last:
+    if dist is not None:
+        train_batches = dist.shard(train_batches)
+        val_batches = None if val_batches is None else dist.shard(val_batches, even=False)
+    run = _Run(model, val_batches, cfg, task, loss_fn, cancel, device, amp, dist)
+    try:
+        stream = _batch_stream(train_batches, "train")
+        if state is not None:
+            run.restore(state, stream)
+        elif cfg.eval_at_start:
             yield from run.evaluate()
-        if sample_fn is not None and cfg.sample_every and (run.step % cfg.sample_every == 0 or last):
-            yield run.sample(sample_fn)
-        if cfg.checkpoint_dir and ((cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0) or last):
-            yield run.save()
-    model.eval()
-    yield run.final("done", run.summary())
+        while run.step < cfg.steps:
+            if run.cancelled():
+                yield run.final("cancelled", note("train.cancelled", "Training cancelled at step {step} of {steps}.",
+                                                  step=run.step, steps=cfg.steps))
+                return
+            lr = cfg.lr_at(run.step)
+            loss_value = run.accumulate(stream, lr)
+            if loss_value is None:
+                yield run.final("done", note("train.data_exhausted", "The training data ran out after {step} steps "
+                                             "(a one-shot iterator): training stopped.", step=run.step))
+                return
+            stop = run.divergence(loss_value) or run.clip(loss_value)
+            if stop is not None:
+                yield stop
+                return
+            yield run.update(loss_value, lr)
+            last = run.step == cfg.steps
+            if (cfg.eval_every and run.step % cfg.eval_every == 0) or last:
+                yield from run.evaluate()
+            if sample_fn is not None and cfg.sample_every and (run.step % cfg.sample_every == 0 or last):
+                yield from run.sample(sample_fn)
+            if cfg.checkpoint_dir and ((cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0) or last):
+                yield run.save()
+        model.eval()
+        yield run.final("done", run.summary())
+    finally:
+        run.release()
+
+
+def _check_dist(dist) -> None:
+    from .distributed import Dist
+
+    if not isinstance(dist, Dist):
+        raise InvalidInput("train.dist_bad_group", "dist must be the Dist that gpt_core.train.distributed.from_env "
+                           "returns (got {kind}).", kind=type(dist).__name__)
+
+
+def _data_parallel(model: nn.Module, dist) -> nn.Module:
+    """``model`` under DistributedDataParallel (its parameters are shared, not copied)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dist.local_rank] if dist.device.type == "cuda" else None
+    # buffers (causal masks, rotary tables) never change while training: synced once, not before each forward
+    known = inspect.signature(DistributedDataParallel.__init__).parameters
+    flag = "forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers"  # newer torch
+    return DistributedDataParallel(model, device_ids=ids, **{flag: False})
+
+
+def _read_state(resume, cfg: TrainConfig, dist) -> dict:
+    """The training state saved in the checkpoint folder ``resume``, once it is known to fit this run."""
+    from ..hub import settle
+
+    path = Path(resume)
+    settle(path)  # a save killed while swapping folders is finished (or undone) first
+    file = path / TRAINING_STATE
+    if not file.is_file():
+        raise InvalidInput("train.resume_no_state", "The folder '{path}' holds no training state ({file} is "
+                           "missing): only a checkpoint written during training can be resumed.",
+                           path=path.name, file=TRAINING_STATE)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        saved, step, world = dict(state["config"]), int(state["step"]), int(state["world"])
+    except Exception:
+        raise InvalidInput("train.resume_unreadable", "The training state in '{path}' cannot be read: the file is "
+                           "damaged or was not written by this program.", path=path.name) from None
+    for name in ("steps", "batch_size", "grad_accum"):
+        if saved.get(name) != getattr(cfg, name):
+            raise InvalidInput("train.resume_config_differs", "{field} differs: the checkpoint in '{path}' was "
+                               "trained with {saved}, this run asks for {asked}. Resume with the same value.",
+                               path=path.name, field=name, saved=saved.get(name), asked=getattr(cfg, name))
+    if world != (dist.world if dist is not None else 1):
+        raise InvalidInput("train.resume_world_differs", "The checkpoint in '{path}' was trained by {saved} "
+                           "process(es), this run has {world}: resume with as many.", path=path.name,
+                           saved=world, world=dist.world if dist is not None else 1)
+    if step >= cfg.steps:
+        raise InvalidInput("train.resume_finished", "The checkpoint in '{path}' is already at step {step} of "
+                           "{steps}: there is nothing left to train.", path=path.name, step=step, steps=cfg.steps)
+    state["path"] = str(path)
+    return state
+
+
+def _load_weights(model: nn.Module, state: dict) -> None:
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError):
+        raise InvalidInput("train.resume_other_model", "The checkpoint in '{path}' belongs to another model: its "
+                           "weights do not fit this one.", path=Path(state["path"]).name) from None
+
+
+def _rng_state(device: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _set_rng_state(rng: dict, device: torch.device) -> None:
+    torch.set_rng_state(rng["cpu"])
+    if device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"], device)
 
 
 class _Run:
     """The state of one training run, and the named steps of the loop above."""
 
-    def __init__(self, model, val_batches, cfg, task, loss_fn, cancel, device, amp):
-        self.model, self.val_batches, self.cfg, self.task = model, val_batches, cfg, task
+    def __init__(self, model, val_batches, cfg, task, loss_fn, cancel, device, amp, dist=None):
+        self.module = model  # the caller's module: evaluated, sampled and saved
+        self.model = model if dist is None else _data_parallel(model, dist)  # what the training steps run
+        self.val_batches, self.cfg, self.task, self.dist = val_batches, cfg, task, dist
         self.loss_fn, self.cancel, self.device, self.amp = loss_fn, cancel, device, amp
-        self.optimizer = _optimizer(model, cfg, device)
+        self.optimizer = _optimizer(self.model, cfg, device)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.history = _new_history()
         self.start = time.perf_counter()
@@ -468,6 +596,7 @@ class _Run:
         self.first_loss: float | None = None
         self.checkpoint: str | None = None
         self.recent: list[float] = []
+        self.stop_asked = False  # under torchrun: some rank's cancel was set (seen at the last step)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -476,12 +605,24 @@ class _Run:
         return {"type": kind, "step": self.step, "history": copy.deepcopy(self.history), "message": message,
                 "checkpoint": self.checkpoint, "elapsed": self.elapsed(), **extra}
 
+    def release(self) -> None:
+        """Drop the data-parallel wrapper: its gradient hooks leave the caller's module (trained in place)."""
+        if self.model is not self.module:
+            self.model = self.module
+            gc.collect()  # the wrapper may sit in a reference cycle
+
+    def cancelled(self) -> bool:
+        """Whether to stop now; under torchrun every rank decides alike, from the last step's all-reduce."""
+        if self.dist is not None:
+            return self.stop_asked
+        return self.cancel is not None and self.cancel.is_set()
+
     def evaluate(self) -> Iterator[dict]:
         """An "eval" event (nothing without a validation set)."""
         if self.val_batches is None:
             return
-        res = evaluate_batches(self.model, self.val_batches, self.task, self.loss_fn, self.device, self.amp,
-                               self.cfg.eval_batches, self.cancel)
+        res = evaluate_batches(self.module, self.val_batches, self.task, self.loss_fn, self.device, self.amp,
+                               self.cfg.eval_batches, self.cancel, self.dist)
         if not res["batches"]:
             return
         event = {"type": "eval", "step": self.step, "val_loss": res["loss"], "elapsed": self.elapsed(),
@@ -500,21 +641,38 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
-        for _ in range(self.cfg.grad_accum):
+        accum, tokens = self.cfg.grad_accum, 0
+        for i in range(accum):
             try:
                 self.epoch, batch = next(stream)
             except StopIteration:
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
-            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                loss, n_tokens, _ = batch_loss(self.model, batch, self.task, self.loss_fn, self.device)
-            (loss / self.cfg.grad_accum).backward()
+            # under DDP gradients are averaged over the ranks once per step: at the last micro-batch
+            with self.model.no_sync() if self.dist is not None and i < accum - 1 else _null():
+                with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                    loss, n_tokens, _ = batch_loss(self.model, batch, self.task, self.loss_fn, self.device)
+                (loss / accum).backward()
             loss_sum += loss.detach().float()
-            self.tokens_seen += n_tokens
-        loss_value = float(loss_sum.item()) / self.cfg.grad_accum
+            if self.dist is None:
+                self.tokens_seen += n_tokens
+            tokens += n_tokens
+        if self.dist is None:
+            loss_value = float(loss_sum.item()) / accum
+        else:
+            loss_value = self._all_ranks(loss_sum, tokens)
         if self.first_loss is None and math.isfinite(loss_value):
             self.first_loss = loss_value
         return loss_value
+
+    def _all_ranks(self, loss_sum: torch.Tensor, tokens: int) -> float:
+        """The step's mean loss and token count over every rank, and whether one was cancelled: one all-reduce."""
+        local = torch.tensor([tokens, self.cancel is not None and self.cancel.is_set()], dtype=torch.float64)
+        sums = torch.cat([loss_sum.double().reshape(1), local.to(self.device)])
+        total, tokens, stops = self.dist.all_reduce_sum(sums).tolist()
+        self.tokens_seen += int(tokens)
+        self.stop_asked = stops > 0
+        return total / (self.dist.world * self.cfg.grad_accum)
 
     def divergence(self, loss_value: float) -> dict | None:
         """A "diverged" event when the loss is not finite or far above the first one (before any update)."""
@@ -554,21 +712,52 @@ class _Run:
         return {"type": "step", "step": self.step, "train_loss": loss_value, "lr": lr,
                 "tokens_seen": self.tokens_seen, "elapsed": now, "epoch": self.epoch}
 
-    def sample(self, sample_fn: Callable[[nn.Module], str]) -> dict:
-        was_training = self.model.training
-        self.model.eval()
+    def sample(self, sample_fn: Callable[[nn.Module], str]) -> Iterator[dict]:
+        """A "sample" event (under torchrun only from the main rank)."""
+        if self.dist is not None and not self.dist.is_main:
+            return
+        was_training = self.module.training
+        self.module.eval()
         try:
             with torch.no_grad():
-                text = sample_fn(self.model)
+                text = sample_fn(self.module)
         finally:
-            self.model.train(was_training)
+            self.module.train(was_training)
         self.history["samples"].append({"step": self.step, "text": text})
-        return {"type": "sample", "step": self.step, "text": text}
+        yield {"type": "sample", "step": self.step, "text": text}
 
     def save(self) -> dict:
-        extra = {"step": self.step, "task": self.task, "train_config": self.cfg.to_dict()}
-        self.checkpoint = str(save_trained(self.model, self.cfg.checkpoint_dir, extra))
+        """Save weights and training state (under torchrun: the main rank saves, the others wait for it)."""
+        path = Path(self.cfg.checkpoint_dir)
+        if self.dist is None or self.dist.is_main:
+            extra = {"step": self.step, "task": self.task, "train_config": self.cfg.to_dict()}
+            path = save_trained(self.module, path, extra, training_state=self.state())
+        if self.dist is not None:
+            self.dist.barrier()
+        self.checkpoint = str(path)
         return {"type": "checkpoint", "step": self.step, "path": self.checkpoint}
+
+    def state(self) -> dict:
+        """What ``train(..., resume=folder)`` needs to go on from this point (saved as TRAINING_STATE)."""
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "tokens_seen": self.tokens_seen, "epoch": self.epoch, "history": copy.deepcopy(self.history),
+                "first_loss": self.first_loss, "recent": list(self.recent), "elapsed": self.elapsed(),
+                "rng": _rng_state(self.device), "config": self.cfg.to_dict(), "task": self.task,
+                "world": self.dist.world if self.dist is not None else 1}
+
+    def restore(self, state: dict, stream) -> None:
+        """Go on from a saved state (weights already loaded): optimizer, counters, place in the data, RNG."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.tokens_seen, self.epoch = state["step"], state["tokens_seen"], state["epoch"]
+        self.history, self.first_loss, self.recent = state["history"], state["first_loss"], list(state["recent"])
+        self.start = time.perf_counter() - state["elapsed"]
+        self.checkpoint = state["path"]
+        for _ in range(self.step * self.cfg.grad_accum):  # this rank's batches already trained on, epochs included
+            try:
+                self.epoch, _batch = next(stream)
+            except StopIteration:
+                break
+        _set_rng_state(state["rng"], self.device)
 
     def summary(self) -> Message:
         train_loss = self.history["train_loss"][-1]
@@ -586,7 +775,7 @@ def continuation_ids(model: nn.Module, prompt_ids, max_new_tokens: int, eos_id: 
     A prompt too long for the context window keeps its last tokens, leaving
     room for at least ``min(max_new_tokens, context // 2)`` new ones.
     """
-    from .decoding import greedy
+    from ..decoding import greedy
 
     base = unwrap(model)
     ctx = backend_of(base).context_length
@@ -696,7 +885,7 @@ def save_lora_adapter(model: nn.Module, path: str | os.PathLike, extra: dict | N
 
     :func:`load_lora_adapter` puts them back on a fresh copy of the same base model.
     """
-    from .hub import atomic_dir
+    from ..hub import atomic_dir
 
     if not hasattr(model, "peft_config"):
         raise InvalidInput("train.not_lora", "This model has no LoRA adapter to save.")
@@ -711,7 +900,7 @@ def load_lora_adapter(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     """``base`` (a fresh model, changed in place) with the adapter of :func:`save_lora_adapter` merged in."""
     from peft import PeftModel
 
-    from .hub import settle
+    from ..hub import settle
 
     path = Path(path)
     settle(path)  # a save killed while swapping folders is finished (or undone) first
@@ -987,7 +1176,8 @@ def estimate_finetune(model: nn.Module, task: str, batch_size: int, max_length: 
 _CLASSIFIER_FILE = "classifier.json"
 
 
-def save_trained(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
+def save_trained(model: nn.Module, path: str | os.PathLike, extra: dict | None = None,
+                 training_state: dict | None = None) -> Path:
     """Save a trained model atomically; the previous checkpoint survives a crash mid-save.
 
     The folder is built aside and swapped in with ``atomic_dir`` (a kill at any point leaves the old
@@ -995,9 +1185,10 @@ def save_trained(model: nn.Module, path: str | os.PathLike, extra: dict | None =
     the model's backend writes (our GPT: config.json + model.safetensors, the
     layout of :func:`gpt_core.model.save_checkpoint`; Hugging Face models:
     ``save_pretrained``), plus classifier.json for a classifier. LoRA adapters
-    are merged into a copy first.
+    are merged into a copy first. ``training_state`` (what ``train(..., resume=path)``
+    needs, LoRA wrappers unmerged) goes beside the weights as :data:`TRAINING_STATE`.
     """
-    from .hub import atomic_dir
+    from ..hub import atomic_dir
 
     plain = merge_lora(model)
     with atomic_dir(Path(path)) as tmp:
@@ -1006,13 +1197,15 @@ def save_trained(model: nn.Module, path: str | os.PathLike, extra: dict | None =
             (tmp / _CLASSIFIER_FILE).write_text(json.dumps(
                 {"n_classes": plain.gpt_core_n_classes, "labels": plain.gpt_core_labels}, ensure_ascii=False),
                 encoding="utf-8")
+        if training_state is not None:
+            torch.save(training_state, tmp / TRAINING_STATE)
     return Path(path)
 
 
 def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
     """Load what :func:`save_trained` wrote for our GPT (language model or classifier)."""
-    from .hub import settle
-    from .model import load_checkpoint
+    from ..hub import settle
+    from ..model import load_checkpoint
 
     path = Path(path)
     settle(path)  # a save killed while swapping folders is finished (or undone) first

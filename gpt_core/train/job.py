@@ -31,13 +31,18 @@ from ..probe import LinearProbe, ProbeClassifier, feature_loader, pooled_feature
 from . import merge_lora, save_lora_adapter, save_trained, train
 from .plans import ANSWER_END, COMPARE_TOKENS, FEATURE_BATCH, SAMPLE_TOKENS, RunPlan, registry_model
 
-STATUS = {"preparing": "Copying the model…", "features": "Reading the texts with the frozen model: {done}/{total}…",
-          "before": "Measuring before training…", "training": "Training…",
-          "after": "Comparing before and after…", "saving": "Saving the checkpoint…"}
-
-
 def _status(step: str, **params) -> dict:
-    return {"type": "status", "message": note(f"runs.{step}", STATUS[step], **params)}
+    """A "status" event: what the job is doing now."""
+    said = {
+        "preparing": lambda: note("runs.preparing", "Copying the model…"),
+        "features": lambda: note("runs.features", "Reading the texts with the frozen model: {done}/{total}…",
+                                 **params),
+        "before": lambda: note("runs.before", "Measuring before training…"),
+        "training": lambda: note("runs.training", "Training…"),
+        "after": lambda: note("runs.after", "Comparing before and after…"),
+        "saving": lambda: note("runs.saving", "Saving the checkpoint…"),
+    }
+    return {"type": "status", "message": said[step]()}
 
 
 @dataclass
