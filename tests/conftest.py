@@ -30,3 +30,15 @@ def offline(monkeypatch, tmp_path):
     empty.mkdir()
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(empty))
     return empty
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads (and each torchrun process runs on one): torch on one thread for a
+    module's tests (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

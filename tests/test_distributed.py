@@ -27,13 +27,7 @@ sys.path.insert(0, str(HERE))
 import ddp_train_script as script  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """As each torchrun process runs: one thread (and tiny models gain nothing from more)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------ split_batch

@@ -35,13 +35,7 @@ from gpt_core.train import (
 LN_VOCAB = math.log(50257)  # the loss of a uniform guess over GPT-2's vocabulary: 10.825
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
