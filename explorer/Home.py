@@ -37,7 +37,7 @@ def build_pages() -> list:
 
 
 use_page_threads(settings.page_threads())  # each script run is a new thread: few threads share the cores best
-navigation = st.navigation(build_pages())
+navigation = st.navigation(build_pages(), expanded=True)  # every page listed: no "View N more" in English
 preload_default()  # once per server: the default model loads (and reads its weights) in a background thread
 startup_quietly()  # once per server: half-written run folders removed, the runs folder's size cap applied
 render_sidebar()

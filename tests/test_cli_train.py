@@ -48,7 +48,7 @@ def test_pretrain_writes_the_apps_checkpoint_and_record_with_the_pages_defaults(
     assert events[-1]["message"]["code"] == "train.finished_val"
     rec = _only_record()
     assert (rec.kind, rec.task, rec.status, rec.owner) == ("pretrain", "lm", "done", "")
-    assert rec.name.startswith("pretrained ")
+    assert rec.name.startswith("nano-bpe-fr ")  # preset and tokenizer: a name in no language
     cfg = rec.config
     # what was not given is the Pretraining page's default
     assert (cfg["batch_size"], cfg["lr"], cfg["warmup"], cfg["grad_accum"], cfg["schedule"]) == (
@@ -68,6 +68,7 @@ def test_classify_defaults_to_the_probe_and_records_its_test_accuracy(runs, caps
     assert main(["classify", "--model", "tiny-random", "--device", "cpu", "--no-progress"]) == 0
     rec = _only_record()
     assert (rec.kind, rec.task, rec.status, rec.base_model) == ("finetune", "classify", "done", "tiny-random")
+    assert rec.name.startswith("tiny-random-probe ")
     assert rec.config["method"] == "probe" and rec.config["steps"] == 100 and rec.config["batch_size"] == 32
     assert 0 <= rec.metrics["accuracy"] <= 1 and rec.metrics["majority_baseline"] > 0
     assert (runlog.RunStore().checkpoint_path(rec) / "probe.json").is_file()

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import uuid
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +37,6 @@ from .plans import (
 )
 
 CORPORA = ("corpus_fr", "corpus_en", "pydoc")       # the Pretraining page's built-in texts
-NAMES = {"pretrain": "pretrained", "instruct": "instruction-tuned", "classify": "classifier"}
 EXIT = {"done": 0, "failed": 1, "diverged": 1, "cancelled": 130}
 
 
@@ -55,7 +55,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--runs-dir", help="where checkpoints and the run history live (default: $LLM_EXPLORER_RUNS, "
                    "else the app's)")
-    o.add_argument("--name", help="the model's name in the app (the end time is added)")
+    o.add_argument("--name", help="the model's name in the app, the end time added (default: preset and tokenizer, "
+                   "or base model and method)")
     o.add_argument("--checkpoint-every", type=int, default=0, help="also save every N steps, to --resume after "
                    "an interruption (0: only at the end)")
     o.add_argument("--resume", metavar="RUN_ID", help="continue this run from its last --checkpoint-every save "
@@ -143,7 +144,8 @@ def pretrain_plan(args, device: str, dist) -> tuple[RunPlan, Hyper]:
                                    ("context", args.context)) if v is not None})
     hyper = _hyper(args, PRETRAIN_HYPER)
     prompt = args.prompt or SAMPLE_PROMPTS.get(source) or " ".join(text.split()[:3])
-    names = RunNames(args.name or NAMES["pretrain"], "model trained from the command line")
+    # a name in no language (the app shows it on French and English pages alike): preset and tokenizer
+    names = RunNames(args.name or f"{args.preset}-{tok_name or 'bpe'}", "model trained from the command line")
     plan = plan_pretrain(tokenizer, text, arch, _split(hyper, dist), device, prompt, names, source,
                          tokenizer_name=tok_name, estimate={})
     return plan, hyper
@@ -179,7 +181,7 @@ def finetune_plan(args, device: str, dist) -> tuple[RunPlan, Hyper]:
     upload = (_file(args.data).read_bytes(), _file(args.data).name) if args.data else None
     records = D.task_records(args.task, upload, max_bytes=None)
     hyper = _hyper(args, d_hyper)
-    names = RunNames(args.name or NAMES[args.task], "model fine-tuned from the command line")
+    names = RunNames(args.name or f"{Path(key).name}-{opts.method}", "model fine-tuned from the command line")
     plan = plan_finetune(base.model, base.tokenizer, records, opts, _split(hyper, dist), device, names,
                          base_key=key, tokenizer_name=getattr(base.tokenizer, "name", ""), estimate={})
     return plan, hyper
@@ -310,6 +312,7 @@ def _report(plan: RunPlan, ending: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notes: nothing to act on
     if args.runs_dir:
         os.environ["LLM_EXPLORER_RUNS"] = str(Path(args.runs_dir).expanduser().resolve())
     dist = None
