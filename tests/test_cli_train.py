@@ -186,3 +186,14 @@ def test_torchrun_with_two_processes_trains_as_one_and_writes_one_checkpoint_and
     a, b = _weights(tmp_path / "ddp", rec.run_id), _weights(tmp_path / "one", solo.run_id)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
+
+
+def test_classify_reads_a_csv_given_with_data(runs):
+    rows = ["text,label"] + [f"la facture numéro {i} est fausse,facturation" for i in range(15)] + \
+        [f"le wifi du bureau {i} ne marche plus,réseau" for i in range(15)]
+    data = runs / "tickets.csv"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["classify", "--model", "tiny-random", "--data", str(data), "--steps", "20", "--device", "cpu",
+                 "--no-progress"]) == 0
+    rec = _only_record()
+    assert rec.config["examples"] == 30 and rec.metrics["accuracy"] == 1.0  # two classes a probe tells apart

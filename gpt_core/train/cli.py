@@ -178,7 +178,8 @@ def finetune_plan(args, device: str, dist) -> tuple[RunPlan, Hyper]:
     if dist is not None and opts.method == "probe":
         raise InvalidInput("train.cli_probe_one_process", "A probe reads the texts once and trains in seconds: run it "
                            "without torchrun, or choose --method blocks.")
-    upload = (_file(args.data).read_bytes(), _file(args.data).name) if args.data else None
+    path = _file(args.data) if args.data else None
+    upload = (path.read_bytes(), path.name) if path else None
     records = D.task_records(args.task, upload, max_bytes=None)
     hyper = _hyper(args, d_hyper)
     names = RunNames(args.name or f"{Path(key).name}-{opts.method}", "model fine-tuned from the command line")
